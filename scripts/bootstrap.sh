@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need on a fresh Debian machine that has only
+# Python 3.11: the venv module, Node.js/npm (for buf and the Node.js examples) when
+# absent, then the Python packages into .venv/ and the npm packages into node_modules/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: need $* from apt; run as root or install them" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    touch .venv/.installed
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+if [ ! -f node_modules/.installed ] || [ package.json -nt node_modules/.installed ]; then
+    npm install --no-audit --no-fund --loglevel=error
+    touch node_modules/.installed
+fi

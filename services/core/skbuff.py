@@ -1,0 +1,474 @@
+"""struct sk_buff and its helpers (include/linux/skbuff.h, net/core/skbuff.c).
+
+The linear buffer is one bytearray `head`; data, tail and the header marks are offsets
+into it, so headroom and tailroom keep their meaning and skb_push/skb_pull move `data`
+without copying. Ownership follows the kernel: whoever holds an SkBuff may change it;
+a layer that hands it on (a stream, a queue) no longer touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stackemu.skb.v1 import skb_pb2
+
+# include/linux/skbuff.h: (typeof(skb->mac_header))~0U marks an unset header.
+HEADER_UNSET = 0xFFFF
+# NET_SKB_PAD: max(32, L1_CACHE_BYTES) on x86_64.
+NET_SKB_PAD = 64
+SMP_CACHE_BYTES = 64
+SKB_CB_SIZE = 48
+# SKB_DATA_ALIGN(sizeof(struct sk_buff)) + SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
+# on x86_64 6.x: 256 + 320.
+SKB_TRUESIZE_OVERHEAD = 256 + 320
+
+# skb->pkt_type (include/uapi/linux/if_packet.h)
+PACKET_HOST = 0
+PACKET_BROADCAST = 1
+PACKET_MULTICAST = 2
+PACKET_OTHERHOST = 3
+PACKET_OUTGOING = 4
+PACKET_LOOPBACK = 5
+
+# skb->ip_summed
+CHECKSUM_NONE = 0
+CHECKSUM_UNNECESSARY = 1
+CHECKSUM_COMPLETE = 2
+CHECKSUM_PARTIAL = 3
+
+SKB_GSO_UDP_L4 = 1 << 16
+
+
+class SkbError(ValueError):
+    """An skb whose offsets contradict each other, or an operation the kernel would BUG on."""
+
+
+def skb_data_align(size: int) -> int:
+    return (size + SMP_CACHE_BYTES - 1) & ~(SMP_CACHE_BYTES - 1)
+
+
+def skb_truesize(size: int) -> int:
+    """SKB_TRUESIZE(): what an skb with a `size`-byte buffer charges a socket."""
+    return skb_data_align(size) + SKB_TRUESIZE_OVERHEAD
+
+
+@dataclass(slots=True)
+class Dst:
+    """The parts of struct rtable a lower layer reads."""
+
+    ifindex: int = 0
+    nexthop: int = 0
+    mtu: int = 0
+    rt_type: int = 0
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class IpCork:
+    """ipcm_cookie + flowi4 travelling from udp_sendmsg to ip_make_skb."""
+
+    saddr: int = 0
+    daddr: int = 0
+    protocol: int = 0
+    ttl: int = 0
+    tos: int = 0
+    pmtudisc: int = 0
+    options: bytes = b""
+    inet_id: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class TraceStep:
+    func: str
+    service: str
+    host: str
+    ts_ns: int
+
+
+class SkBuff:
+    __slots__ = (
+        "cb",
+        "cork",
+        "csum",
+        "csum_offset",
+        "csum_start",
+        "data",
+        "data_len",
+        "dev_ifindex",
+        "dst",
+        "frag_list",
+        "frags",
+        "gso_segs",
+        "gso_size",
+        "gso_type",
+        "hash",
+        "head",
+        "hwtstamp",
+        "ignore_df",
+        "ip_summed",
+        "len",
+        "mac_header",
+        "mark",
+        "network_header",
+        "pkt_type",
+        "priority",
+        "protocol",
+        "queue_mapping",
+        "sk",
+        "skb_iif",
+        "tail",
+        "trace",
+        "transport_header",
+        "truesize",
+        "tskey",
+        "tx_flags",
+        "tstamp",
+        "vlan_tci",
+    )
+
+    def __init__(self, head: bytearray) -> None:
+        self.head = head
+        self.data = 0
+        self.tail = 0
+        self.mac_header = HEADER_UNSET
+        self.network_header = HEADER_UNSET
+        self.transport_header = HEADER_UNSET
+        self.len = 0
+        self.data_len = 0
+        self.frags: list[bytes] = []
+        self.frag_list: list[SkBuff] = []
+        self.protocol = 0
+        self.pkt_type = PACKET_HOST
+        self.ip_summed = CHECKSUM_NONE
+        self.csum = 0
+        self.csum_start = 0
+        self.csum_offset = 0
+        self.tstamp = 0
+        self.hwtstamp = 0
+        self.mark = 0
+        self.priority = 0
+        self.skb_iif = 0
+        self.dev_ifindex = 0
+        self.hash = 0
+        self.queue_mapping = 0
+        self.vlan_tci = 0
+        self.gso_size = 0
+        self.gso_segs = 0
+        self.gso_type = 0
+        self.tx_flags = 0
+        self.tskey = 0
+        self.sk = 0
+        self.cb = bytearray(SKB_CB_SIZE)
+        self.truesize = skb_truesize(len(head))
+        self.ignore_df = False
+        self.dst: Dst | None = None
+        self.cork: IpCork | None = None
+        self.trace: list[TraceStep] | None = None
+
+    @property
+    def end(self) -> int:
+        return len(self.head)
+
+    def __repr__(self) -> str:
+        return (
+            f"SkBuff(len={self.len}, data={self.data}, tail={self.tail}, end={self.end}, "
+            f"protocol={self.protocol:#06x}, pkt_type={self.pkt_type})"
+        )
+
+    # Buffer geometry (skb_headroom, skb_tailroom, skb_headlen, skb_is_nonlinear).
+
+    def headroom(self) -> int:
+        return self.data
+
+    def tailroom(self) -> int:
+        # skb_tailroom(): a nonlinear skb has no usable tailroom.
+        return 0 if self.data_len else self.end - self.tail
+
+    def headlen(self) -> int:
+        return self.len - self.data_len
+
+    def is_nonlinear(self) -> bool:
+        return self.data_len != 0
+
+    # Moving data and tail.
+
+    def reserve(self, n: int) -> None:
+        """skb_reserve(): make headroom in an empty skb."""
+        if self.len or self.tail + n > self.end or n < 0:
+            raise SkbError(f"skb_reserve({n}) on len={self.len} tail={self.tail} end={self.end}")
+        self.data += n
+        self.tail += n
+
+    def put(self, n: int) -> memoryview:
+        """skb_put(): extend the data at the tail; returns the new area."""
+        if self.data_len or self.tail + n > self.end or n < 0:
+            raise SkbError(f"skb_over_panic: put {n} with tailroom {self.tailroom()}")
+        start = self.tail
+        self.tail += n
+        self.len += n
+        return memoryview(self.head)[start : self.tail]
+
+    def put_data(self, payload: bytes | bytearray | memoryview) -> None:
+        """skb_put_data()."""
+        n = len(payload)
+        if self.data_len or self.tail + n > self.end:
+            raise SkbError(f"skb_over_panic: put {n} with tailroom {self.tailroom()}")
+        self.head[self.tail : self.tail + n] = payload
+        self.tail += n
+        self.len += n
+
+    def push(self, n: int) -> memoryview:
+        """skb_push(): prepend n bytes of header into the headroom; returns them."""
+        if n > self.data or n < 0:
+            raise SkbError(f"skb_under_panic: push {n} with headroom {self.data}")
+        self.data -= n
+        self.len += n
+        return memoryview(self.head)[self.data : self.data + n]
+
+    def pull(self, n: int) -> bool:
+        """skb_pull(): consume n bytes from the front; False (the kernel's NULL) if too short."""
+        if n > self.len or n < 0:
+            return False
+        if n > self.headlen():
+            raise SkbError(f"skb_pull {n} beyond the linear part of {self.headlen()}")
+        self.data += n
+        self.len -= n
+        return True
+
+    def may_pull(self, n: int) -> bool:
+        """pskb_may_pull(): are the first n bytes present (linear here, the emulator's
+        receive skbs are linear)?"""
+        return n <= self.headlen()
+
+    def trim(self, length: int) -> None:
+        """pskb_trim(): drop bytes past `length` (Ethernet padding on receive)."""
+        if length >= self.len:
+            return
+        if self.data_len:
+            self.linearize()
+        self.tail = self.data + length
+        self.len = length
+
+    def linearize(self) -> None:
+        """skb_linearize(): pull paged frags and the frag_list into the linear buffer."""
+        if not self.data_len:
+            return
+        rest = b"".join(self.frags) + b"".join(s.payload() for s in self.frag_list)
+        self.head = self.head[: self.tail] + bytearray(rest)
+        self.tail += len(rest)
+        self.data_len = 0
+        self.frags = []
+        self.frag_list = []
+
+    # Header marks (skb_reset_*_header, skb_set_*_header).
+
+    def reset_mac_header(self) -> None:
+        self.mac_header = self.data
+
+    def reset_network_header(self) -> None:
+        self.network_header = self.data
+
+    def reset_transport_header(self) -> None:
+        self.transport_header = self.data
+
+    def set_network_header(self, offset: int) -> None:
+        self.network_header = self.data + offset
+
+    def set_transport_header(self, offset: int) -> None:
+        self.transport_header = self.data + offset
+
+    def network_offset(self) -> int:
+        """skb_network_offset(): network header relative to data (may be negative)."""
+        return self.network_header - self.data
+
+    def transport_offset(self) -> int:
+        return self.transport_header - self.data
+
+    # Reading.
+
+    def linear(self) -> memoryview:
+        """The linear data, skb->data .. skb->tail."""
+        return memoryview(self.head)[self.data : self.tail]
+
+    def payload(self) -> bytes:
+        """All len bytes from data on: the linear part, then frags, then the frag_list."""
+        if not self.data_len:
+            return bytes(self.head[self.data : self.tail])
+        parts = [self.head[self.data : self.tail], *self.frags]
+        parts.extend(s.payload() for s in self.frag_list)
+        return b"".join(parts)
+
+    # Copies.
+
+    def clone(self) -> SkBuff:
+        """skb_clone(): a new sk_buff sharing the data buffer (head) with this one."""
+        c = SkBuff.__new__(SkBuff)
+        for name in SkBuff.__slots__:
+            setattr(c, name, getattr(self, name))
+        c.cb = bytearray(self.cb)
+        c.frags = list(self.frags)
+        c.frag_list = list(self.frag_list)
+        c.trace = None if self.trace is None else list(self.trace)
+        return c
+
+    def copy(self) -> SkBuff:
+        """skb_copy(): a private copy of header and data."""
+        c = self.clone()
+        c.head = bytearray(self.head)
+        c.frag_list = [s.copy() for s in self.frag_list]
+        return c
+
+    def add_trace(self, func: str, service: str, host: str, ts_ns: int) -> None:
+        if self.trace is not None:
+            self.trace.append(TraceStep(func, service, host, ts_ns))
+
+    # The protobuf form.
+
+    def to_proto(self) -> skb_pb2.SkBuff:
+        m = skb_pb2.SkBuff(
+            head=bytes(self.head),
+            data=self.data,
+            tail=self.tail,
+            mac_header=self.mac_header,
+            network_header=self.network_header,
+            transport_header=self.transport_header,
+            len=self.len,
+            data_len=self.data_len,
+            frags=self.frags,
+            protocol=self.protocol,
+            pkt_type=self.pkt_type,
+            ip_summed=self.ip_summed,
+            csum=self.csum,
+            csum_start=self.csum_start,
+            csum_offset=self.csum_offset,
+            tstamp=self.tstamp,
+            hwtstamp=self.hwtstamp,
+            mark=self.mark,
+            priority=self.priority,
+            skb_iif=self.skb_iif,
+            dev_ifindex=self.dev_ifindex,
+            hash=self.hash,
+            queue_mapping=self.queue_mapping,
+            vlan_tci=self.vlan_tci,
+            gso_size=self.gso_size,
+            gso_segs=self.gso_segs,
+            gso_type=self.gso_type,
+            tx_flags=self.tx_flags,
+            tskey=self.tskey,
+            sk=self.sk,
+            truesize=self.truesize,
+            ignore_df=self.ignore_df,
+        )
+        if any(self.cb):
+            m.cb = bytes(self.cb)
+        if self.frag_list:
+            m.frag_list.extend(s.to_proto() for s in self.frag_list)
+        if self.dst is not None:
+            d = self.dst
+            m.dst.CopyFrom(
+                skb_pb2.Dst(
+                    ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags
+                )
+            )
+        if self.cork is not None:
+            k = self.cork
+            m.cork.CopyFrom(
+                skb_pb2.IpCork(
+                    saddr=k.saddr,
+                    daddr=k.daddr,
+                    protocol=k.protocol,
+                    ttl=k.ttl,
+                    tos=k.tos,
+                    pmtudisc=k.pmtudisc,
+                    options=k.options,
+                    inet_id=k.inet_id,
+                )
+            )
+        if self.trace is not None:
+            m.traced = True
+            m.trace.extend(
+                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns)
+                for t in self.trace
+            )
+        return m
+
+    @classmethod
+    def from_proto(cls, m: skb_pb2.SkBuff, depth: int = 0) -> SkBuff:
+        """Build an SkBuff from untrusted bytes; SkbError says which field contradicts."""
+        skb = cls(bytearray(m.head))
+        end = len(m.head)
+        if not m.data <= m.tail <= end:
+            raise SkbError(f"skb: need data <= tail <= end, got {m.data}, {m.tail}, {end}")
+        for name in ("mac_header", "network_header", "transport_header"):
+            v = getattr(m, name)
+            if v != HEADER_UNSET and v > end:
+                raise SkbError(f"skb: {name} {v} beyond end {end}")
+        if len(m.cb) > SKB_CB_SIZE:
+            raise SkbError(f"skb: cb of {len(m.cb)} bytes, at most {SKB_CB_SIZE}")
+        if depth > 1 and m.frag_list:
+            raise SkbError("skb: frag_list nested more than one level")
+        skb.frag_list = [cls.from_proto(s, depth + 1) for s in m.frag_list]
+        skb.frags = list(m.frags)
+        data_len = sum(len(f) for f in skb.frags) + sum(s.len for s in skb.frag_list)
+        if m.data_len != data_len:
+            raise SkbError(f"skb: data_len {m.data_len} but frags and frag_list hold {data_len}")
+        if m.len != m.tail - m.data + data_len:
+            raise SkbError(
+                f"skb: len {m.len} != linear {m.tail - m.data} + data_len {data_len}"
+            )
+        skb.data = m.data
+        skb.tail = m.tail
+        skb.mac_header = m.mac_header
+        skb.network_header = m.network_header
+        skb.transport_header = m.transport_header
+        skb.len = m.len
+        skb.data_len = m.data_len
+        skb.protocol = m.protocol
+        skb.pkt_type = m.pkt_type
+        skb.ip_summed = m.ip_summed
+        skb.csum = m.csum
+        skb.csum_start = m.csum_start
+        skb.csum_offset = m.csum_offset
+        skb.tstamp = m.tstamp
+        skb.hwtstamp = m.hwtstamp
+        skb.mark = m.mark
+        skb.priority = m.priority
+        skb.skb_iif = m.skb_iif
+        skb.dev_ifindex = m.dev_ifindex
+        skb.hash = m.hash
+        skb.queue_mapping = m.queue_mapping
+        skb.vlan_tci = m.vlan_tci
+        skb.gso_size = m.gso_size
+        skb.gso_segs = m.gso_segs
+        skb.gso_type = m.gso_type
+        skb.tx_flags = m.tx_flags
+        skb.tskey = m.tskey
+        skb.sk = m.sk
+        skb.cb[: len(m.cb)] = m.cb
+        skb.truesize = m.truesize
+        skb.ignore_df = m.ignore_df
+        if m.HasField("dst"):
+            d = m.dst
+            skb.dst = Dst(d.ifindex, d.nexthop, d.mtu, d.rt_type, d.flags)
+        if m.HasField("cork"):
+            k = m.cork
+            skb.cork = IpCork(
+                k.saddr,
+                k.daddr,
+                k.protocol,
+                k.ttl,
+                k.tos,
+                k.pmtudisc,
+                k.options,
+                k.inet_id if k.HasField("inet_id") else None,
+            )
+        if m.traced:
+            skb.trace = [TraceStep(t.func, t.service, t.host, t.ts_ns) for t in m.trace]
+        return skb
+
+
+def alloc_skb(size: int, headroom: int = 0) -> SkBuff:
+    """alloc_skb() + skb_reserve(headroom): an empty skb with room for size bytes."""
+    skb = SkBuff(bytearray(headroom + size))
+    skb.data = skb.tail = headroom
+    return skb

@@ -1,0 +1,260 @@
+"""A host's IPv4 layer without gRPC: ip_rcv → ip_local_deliver on receive,
+ip_send_skb → ip_output on transmit, and ip_route_output_key for the layer above.
+
+Receive and transmit take skbs one at a time and collect what they pass on in
+`to_transport` (for the UDP layer) and `to_device` (for the NIC); the caller ships
+those lists as one batch each.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+
+from services.core import errno
+from services.core.dropreason import DropStats, SkbDropReason
+from services.core.skbuff import (
+    PACKET_OTHERHOST,
+    Dst,
+    IpCork,
+    SkBuff,
+)
+from services.core.snmp import SnmpMib
+from services.core.sysctl import Sysctl
+from services.core.trace import Tracer
+from services.core.wire.ethernet import ETH_P_IP
+from services.core.wire.ipv4 import (
+    IPPROTO_UDP,
+    Ipv4Packet,
+    Ipv4Repr,
+)
+from services.ip.fib import (
+    INADDR_LOOPBACK,
+    RTN_BROADCAST,
+    RTN_LOCAL,
+    RTN_UNICAST,
+    Fib,
+    InIfaddr,
+)
+
+# include/net/route.h
+RTCF_BROADCAST = 0x10000000
+RTCF_LOCAL = 0x80000000
+
+# include/uapi/linux/in.h
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_WANT = 1
+IP_PMTUDISC_DO = 2
+IP_PMTUDISC_PROBE = 3
+
+IP_IDENTS_SZ = 2048  # net/ipv4/route.c
+
+
+class RouteError(Exception):
+    def __init__(self, err: int) -> None:
+        super().__init__(errno.strerror(err))
+        self.errno = err
+
+
+class IpLayer:
+    def __init__(self, hostname: str, sysctl: Sysctl) -> None:
+        self.sysctl = sysctl
+        self.fib = Fib()
+        self.mib = SnmpMib()
+        self.drops = DropStats()
+        self.trace = Tracer("ip", hostname)
+        self.mtus: dict[int, int] = {}
+        self.to_transport: list[SkBuff] = []
+        self.to_device: list[SkBuff] = []
+        # ip_idents_reserve(): a table of counters and last-use times keyed by a hash
+        # of (daddr, saddr, protocol) under a per-boot random key.
+        self._ip_id_key = random.getrandbits(64)
+        self._idents = [random.getrandbits(16) for _ in range(IP_IDENTS_SZ)]
+        self._ident_ts = [0] * IP_IDENTS_SZ
+
+    def set_links(self, links: Iterable[tuple[int, int]]) -> None:
+        """The devices (ifindex, mtu) as the NIC reports them."""
+        self.mtus = dict(links)
+
+    def add_address(self, ifa: InIfaddr) -> None:
+        self.fib.add_ifaddr(ifa, loopback=ifa.ifindex == self.fib.loopback_ifindex)
+
+    # Routing for the layer above.
+
+    def route_output(self, daddr: int, saddr: int = 0, oif: int = 0) -> tuple[Dst, int]:
+        """ip_route_output_key(): the route and source address for a flow, or RouteError
+        with the errno the kernel returns."""
+        if saddr and not self.fib.is_local(saddr):
+            # __ip_route_output_key_hash_rcu(): a source that is not ours is -EINVAL.
+            raise RouteError(errno.EINVAL)
+        if not daddr:
+            # No destination: the packet loops back to ourselves (127.0.0.1 by default).
+            daddr = saddr or INADDR_LOOPBACK
+            saddr = saddr or INADDR_LOOPBACK
+            lo = self.fib.loopback_ifindex
+            return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), saddr
+        route = self.fib.lookup(daddr)
+        if route is None:
+            self.mib.ip.inc("OutNoRoutes")
+            raise RouteError(errno.ENETUNREACH)
+        if route.type == RTN_LOCAL:
+            lo = self.fib.loopback_ifindex
+            src = saddr or route.prefsrc or daddr
+            return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), src
+        if route.type == RTN_BROADCAST:
+            src = saddr or route.prefsrc or self.fib.select_addr(route.ifindex, daddr)
+            mtu = self.mtus.get(route.ifindex, 1500)
+            return Dst(route.ifindex, daddr, mtu, RTN_BROADCAST, RTCF_BROADCAST), src
+        if route.type != RTN_UNICAST:
+            raise RouteError(errno.ENETUNREACH)
+        if oif and oif != route.ifindex:
+            raise RouteError(errno.ENETUNREACH)
+        nexthop = route.gateway or daddr
+        src = saddr or route.prefsrc or self.fib.select_addr(route.ifindex, nexthop)
+        return Dst(route.ifindex, nexthop, self.mtus.get(route.ifindex, 1500), RTN_UNICAST, 0), src
+
+    # Receive.
+
+    def ip_rcv(self, skb: SkBuff) -> None:
+        """ip_rcv_core() checks in the kernel's order, then ip_rcv_finish()."""
+        self.trace(skb, "ip_rcv")
+        mib = self.mib
+        if skb.pkt_type == PACKET_OTHERHOST:
+            self.drops.drop(SkbDropReason.OTHERHOST, "ip_rcv_core")
+            return
+        mib.ip.inc("InReceives")
+        mib.ipext.inc("InOctets", skb.len)
+        reason = SkbDropReason.IP_INHDR
+        if not skb.may_pull(20):
+            return self._inhdr_error(reason)
+        pkt = Ipv4Packet(skb.linear())
+        ihl = pkt.ihl
+        if ihl < 5 or pkt.version != 4 or not skb.may_pull(ihl * 4):
+            return self._inhdr_error(reason)
+        if not pkt.verify_checksum():
+            mib.ipext.inc("InCsumErrors")
+            return self._inhdr_error(SkbDropReason.IP_CSUM)
+        tot_len = pkt.total_len
+        if skb.len < tot_len:
+            mib.ipext.inc("InTruncatedPkts")
+            self.drops.drop(SkbDropReason.PKT_TOO_SMALL, "ip_rcv_core")
+            return
+        if tot_len < ihl * 4:
+            return self._inhdr_error(reason)
+        # pskb_trim_rcsum(): Ethernet padding past tot_len goes.
+        skb.trim(tot_len)
+        skb.transport_header = skb.network_header + ihl * 4
+        self._ip_rcv_finish(skb, pkt)
+
+    def _inhdr_error(self, reason: SkbDropReason) -> None:
+        self.mib.ip.inc("InHdrErrors")
+        self.drops.drop(reason, "ip_rcv_core")
+
+    def _ip_rcv_finish(self, skb: SkBuff, pkt: Ipv4Packet) -> None:
+        """ip_rcv_finish() → ip_route_input_noref() → dst_input()."""
+        daddr = pkt.dst
+        route = self.fib.lookup(daddr)
+        if route is not None and route.type in (RTN_LOCAL, RTN_BROADCAST):
+            skb.dst = Dst(route.ifindex, daddr, 0, route.type, RTCF_LOCAL)
+            self._ip_local_deliver(skb, pkt)
+            return
+        # Not ours and forwarding is off: ip_error() counts InAddrErrors (EHOSTUNREACH)
+        # or InNoRoutes (ENETUNREACH) and sends nothing.
+        if route is None:
+            self.mib.ipext.inc("InNoRoutes")
+            self.drops.drop(SkbDropReason.IP_INNOROUTES, "ip_error")
+        else:
+            self.mib.ip.inc("InAddrErrors")
+            self.drops.drop(SkbDropReason.IP_INADDRERRORS, "ip_error")
+
+    def _ip_local_deliver(self, skb: SkBuff, pkt: Ipv4Packet) -> None:
+        self.trace(skb, "ip_local_deliver")
+        if pkt.more_frags or pkt.frag_offset:
+            # ip_defrag() is not built yet (the IP issue): the fragment is counted as a
+            # failed reassembly rather than passed up in pieces.
+            self.mib.ip.inc("ReasmReqds")
+            self.mib.ip.inc("ReasmFails")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_defrag")
+            return
+        # ip_local_deliver_finish(): data moves to the transport header.
+        skb.pull(skb.transport_header - skb.data)
+        protocol = pkt.protocol
+        if protocol == IPPROTO_UDP:
+            self.mib.ip.inc("InDelivers")
+            self.to_transport.append(skb)
+            return
+        # ip_protocol_deliver_rcu(): no handler (ICMP comes with the IP issue).
+        self.mib.ip.inc("InUnknownProtos")
+        self.drops.drop(SkbDropReason.IP_NOPROTO, "ip_protocol_deliver_rcu")
+
+    # Transmit.
+
+    def ip_send_skb(self, skb: SkBuff) -> None:
+        """__ip_make_skb() + ip_send_skb(): put the IP header in front of the transport
+        segment at skb.data, using the cork from udp_sendmsg and the route in dst."""
+        cork, dst = skb.cork, skb.dst
+        if cork is None or dst is None:
+            self.mib.ip.inc("OutDiscards")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_send_skb")
+            return
+        self.trace(skb, "ip_send_skb")
+        total = skb.len + 20 + len(cork.options)
+        mtu = dst.mtu
+        # __ip_make_skb(): DF when the socket does PMTU discovery and the datagram fits.
+        df = cork.pmtudisc in (IP_PMTUDISC_DO, IP_PMTUDISC_PROBE) or (
+            total <= mtu and cork.pmtudisc == IP_PMTUDISC_WANT
+        )
+        skb.ignore_df = cork.pmtudisc < IP_PMTUDISC_DO
+        ttl = cork.ttl or int(self.sysctl.get("net.ipv4.ip_default_ttl"))  # type: ignore[arg-type]
+        ident = self._ip_select_ident(cork, df and not skb.ignore_df)
+        hdr = Ipv4Repr(
+            src=cork.saddr,
+            dst=cork.daddr,
+            protocol=cork.protocol,
+            payload_len=skb.len,
+            ttl=ttl,
+            tos=cork.tos,
+            ident=ident,
+            dont_frag=df,
+            options=cork.options,
+        )
+        hdr.emit(skb.push(hdr.header_len))
+        skb.reset_network_header()
+        skb.protocol = ETH_P_IP
+        self._ip_local_out(skb)
+
+    def _ip_select_ident(self, cork: IpCork, strict_df: bool, segs: int = 1) -> int:
+        """ip_select_ident_segs(): a connected socket's own counter (advanced by the UDP
+        layer, which owns the socket); 0 for a DF packet that may not be fragmented; else
+        __ip_select_ident(): a counter picked by hashing (daddr, saddr, protocol) under a
+        per-boot key, advanced by a random amount when time has passed (ip_idents_reserve)."""
+        if cork.inet_id is not None:
+            return cork.inet_id & 0xFFFF
+        if strict_df:
+            return 0
+        bucket = hash((cork.daddr, cork.saddr, cork.protocol, self._ip_id_key)) % IP_IDENTS_SZ
+        now = time.monotonic_ns() // 1_000_000
+        old = self._ident_ts[bucket]
+        delta = random.randrange(now - old) if old and now > old else 0
+        self._ident_ts[bucket] = now
+        ident = (self._idents[bucket] + delta) & 0xFFFF
+        self._idents[bucket] = (ident + segs) & 0xFFFF
+        return ident
+
+    def _ip_local_out(self, skb: SkBuff) -> None:
+        """__ip_local_out() (the header's tot_len and checksum are final) → ip_output()."""
+        self.trace(skb, "ip_local_out")
+        self.mib.ip.inc("OutRequests")
+        self.mib.ipext.inc("OutOctets", skb.len)
+        self.trace(skb, "ip_output")
+        dst = skb.dst
+        assert dst is not None
+        if skb.len > dst.mtu:
+            # ip_fragment() is not built yet (the IP issue).
+            self.mib.ip.inc("FragFails")
+            self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_fragment")
+            return
+        # ip_finish_output2(): counted as transmitted, handed to the neighbour/device.
+        self.mib.ip.inc("OutTransmits")
+        self.to_device.append(skb)
