@@ -206,7 +206,7 @@ class IpLayer:
             total <= mtu and cork.pmtudisc == IP_PMTUDISC_WANT
         )
         skb.ignore_df = cork.pmtudisc < IP_PMTUDISC_DO
-        ttl = cork.ttl or int(self.sysctl.get("net.ipv4.ip_default_ttl"))  # type: ignore[arg-type]
+        ttl = cork.ttl or self.sysctl.get_int("net.ipv4.ip_default_ttl")
         ident = self._ip_select_ident(cork, df and not skb.ignore_df)
         hdr = Ipv4Repr(
             src=cork.saddr,

@@ -42,6 +42,9 @@ class IpServicer(ip_pb2_grpc.IpServiceServicer):
                     raise RuntimeError(f"address for {label}, which the NIC does not have")
                 self.layer.add_address(InIfaddr(by_name[label], label, address, prefixlen))
             self.links_known.set()
+        # A fresh queue per stream: a failed stream's request iterator may still be
+        # waiting on the old one and must not take skbs meant for the new stream.
+        self.down = BatchQueue()
         call = stub.Attach(messages(self.down, lambda b: nic_pb2.AttachRequest(skbs=skbs_to_proto(b))))
         await on_ready()  # type: ignore[misc]
         async for resp in call:

@@ -22,7 +22,7 @@ from services.core.wire.ethernet import (
     EthernetRepr,
     is_multicast_ether_addr,
 )
-from services.nic.device import IFF_NOARP, NetDevice
+from services.nic.device import IFF_LOOPBACK, IFF_NOARP, NetDevice
 from services.nic.softnet import Softnet, SoftnetData
 
 BROADCAST = b"\xff" * 6
@@ -37,10 +37,10 @@ class NicLayer:
         self.softnet = Softnet(
             ncpus,
             self.drops,
-            max_backlog=lambda: int(sysctl.get("net.core.netdev_max_backlog")),  # type: ignore[arg-type]
-            budget=lambda: int(sysctl.get("net.core.netdev_budget")),  # type: ignore[arg-type]
-            budget_usecs=lambda: int(sysctl.get("net.core.netdev_budget_usecs")),  # type: ignore[arg-type]
-            dev_weight=lambda: int(sysctl.get("net.core.dev_weight")),  # type: ignore[arg-type]
+            max_backlog=lambda: sysctl.get_int("net.core.netdev_max_backlog"),
+            budget=lambda: sysctl.get_int("net.core.netdev_budget"),
+            budget_usecs=lambda: sysctl.get_int("net.core.netdev_budget_usecs"),
+            dev_weight=lambda: sysctl.get_int("net.core.dev_weight"),
         )
         self._delivered: list[SkBuff] = []
 
@@ -66,8 +66,8 @@ class NicLayer:
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue")
             return
-        if dev.flags & IFF_NOARP:
-            # arp_constructor(): a NOARP device's neighbour is its own address.
+        if dev.flags & (IFF_NOARP | IFF_LOOPBACK):
+            # arp_constructor(): a NOARP or loopback device's neighbour is its own address.
             dest = dev.dev_addr
         else:
             # The neighbour table (ARP) comes with the NIC's links; nothing else is

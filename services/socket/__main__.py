@@ -1,0 +1,20 @@
+"""python -m services.socket: serve one host's system-call layer.
+
+STACKEMU_HOSTNAME  the host's name (alice)
+STACKEMU_LISTEN    host:port to serve on
+STACKEMU_UDP       host:port of this host's UDP service
+"""
+
+from __future__ import annotations
+
+from services.core.config import env_addr, env_str
+from services.core.server import serve
+from services.socket.servicer import SocketService
+
+
+def make_service() -> SocketService:
+    return SocketService(env_str("STACKEMU_HOSTNAME"), env_addr("STACKEMU_UDP"))
+
+
+if __name__ == "__main__":
+    serve("socket", make_service, lambda: env_addr("STACKEMU_LISTEN"))

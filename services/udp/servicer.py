@@ -1,0 +1,277 @@
+"""gRPC adapter for the UDP layer: client of the IP layer's Attach and RouteOutput,
+server of the socket layer's multiplexed calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from services.core import errno
+from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
+from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.skbuff import Dst, SkBuff
+from services.core.snmp import to_flat_dict
+from services.core.stream import BadMessage, BatchQueue, messages, serve_bidi
+from services.udp.layer import MSG_DONTWAIT, RecvResult, UdpLayer
+from services.udp.sock import TCP_ESTABLISHED, UdpSock
+from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
+from stackemu.skb.v1 import skb_pb2
+from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
+
+# Routes looked up for unconnected sends, by (daddr, saddr, oif): the kernel's
+# per-nexthop cached routes. Bounded; emptied when full or when the FIB changes.
+ROUTE_CACHE_MAX = 4096
+
+
+def _reply_error(call_id: int, err: OSError) -> udp_pb2.ProtoReply:
+    return udp_pb2.ProtoReply(id=call_id, errno=err.errno or errno.EINVAL)
+
+
+def _recv_reply(call_id: int, r: RecvResult) -> udp_pb2.ProtoReply:
+    return udp_pb2.ProtoReply(
+        id=call_id,
+        recvmsg=udp_pb2.RecvmsgResult(
+            data=r.data,
+            ulen=r.ulen,
+            msg_flags=r.msg_flags,
+            saddr=r.saddr,
+            sport=r.sport,
+            daddr=r.daddr,
+            tstamp=r.tstamp,
+            ttl=r.ttl,
+            tos=r.tos,
+            mark=r.mark,
+            ifindex=r.ifindex,
+            trace=[
+                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns)
+                for t in r.trace or ()
+            ],
+        ),
+    )
+
+
+class IpRoutes:
+    """ip_route_output_key over the IP service's RouteOutput, with a route cache that
+    the FIB generation invalidates."""
+
+    def __init__(self) -> None:
+        self.stub: ip_pb2_grpc.IpServiceStub | None = None
+        self.genid = 0
+        self._cache: dict[tuple[int, int, int], tuple[Dst, int, int]] = {}
+
+    def set_genid(self, genid: int) -> None:
+        if genid != self.genid:
+            self.genid = genid
+            self._cache.clear()
+
+    async def __call__(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int, int]:
+        key = (daddr, saddr, oif)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if self.stub is None:
+            raise errno.kernel_error(errno.ENETUNREACH, "the IP layer is not attached")
+        resp = await self.stub.RouteOutput(ip_pb2.RouteOutputRequest(daddr=daddr, saddr=saddr, oif=oif))
+        self.set_genid(resp.fib_genid)
+        if resp.errno:
+            raise errno.kernel_error(resp.errno)
+        d = resp.dst
+        result = (Dst(d.ifindex, d.nexthop, d.mtu, d.rt_type, d.flags), resp.saddr, resp.fib_genid)
+        if len(self._cache) >= ROUTE_CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+
+class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
+    def __init__(self, layer: UdpLayer, routes: IpRoutes) -> None:
+        self.layer = layer
+        self.routes = routes
+        self.down: BatchQueue[SkBuff] = BatchQueue()
+        self.replies: BatchQueue[udp_pb2.ProtoReply] = BatchQueue()
+        self._pending: dict[int, asyncio.Task[None]] = {}
+        self._attached = False
+
+    # The IP side.
+
+    async def attach_ip(self, channel: grpc.aio.Channel, on_ready: Callable[[], Awaitable[None]]) -> None:
+        stub = ip_pb2_grpc.IpServiceStub(channel)
+        # A fresh queue per stream (see services.ip.servicer.attach_nic).
+        self.down = BatchQueue()
+        call = stub.Attach(messages(self.down, lambda b: ip_pb2.AttachRequest(skbs=skbs_to_proto(b))))
+        first = True
+        async for resp in call:
+            self.routes.set_genid(resp.fib_genid)
+            self.layer.fib_genid = resp.fib_genid
+            if first:
+                self.routes.stub = stub
+                await on_ready()
+                first = False
+            for skb in skbs_from_proto(resp.skbs, self.layer.drops, "udp_rcv"):
+                self.layer.udp_rcv(skb)
+
+    # The socket side.
+
+    async def _call(self, call: udp_pb2.ProtoCall, out: list[udp_pb2.ProtoReply]) -> None:
+        layer = self.layer
+        op = call.WhichOneof("op")
+        if op is None:
+            raise BadMessage(f"call {call.id}: no operation")
+        try:
+            if op == "create":
+                c = call.create
+                s = layer.create(c.protocol, c.owner_pid, c.owner_fd)
+                out.append(udp_pb2.ProtoReply(id=call.id, create=udp_pb2.CreateResult(sk=s.sk)))
+                return
+            if op == "cancel":
+                task = self._pending.pop(call.cancel.call_id, None)
+                if task is not None:
+                    task.cancel()
+                out.append(udp_pb2.ProtoReply(id=call.id))
+                return
+            s = layer.sock(call.sk)
+            if op == "bind":
+                if call.bind.addr > 0xFFFFFFFF or call.bind.port > 0xFFFF:
+                    raise BadMessage(f"call {call.id}: bind address or port out of range")
+                await layer.bind(s, call.bind.addr, call.bind.port)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "connect":
+                await layer.connect(s, call.connect.addr)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "disconnect":
+                layer.disconnect(s)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "sendmsg":
+                m = call.sendmsg
+                sent = await layer.sendmsg(s, m.data, m.name, m.flags, m.trace)
+                out.append(udp_pb2.ProtoReply(id=call.id, sendmsg=udp_pb2.SendmsgResult(sent=sent)))
+            elif op == "recvmsg":
+                reply = await self._recvmsg(call.id, s, call.recvmsg)
+                if reply is not None:
+                    out.append(reply)
+            elif op == "release":
+                layer.release(s)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "getname":
+                addr, port = (s.daddr, s.dport) if call.getname.peer else (s.rcv_saddr, s.num)
+                if call.getname.peer and s.state != TCP_ESTABLISHED:
+                    raise errno.kernel_error(errno.ENOTCONN)
+                out.append(
+                    udp_pb2.ProtoReply(id=call.id, name=udp_pb2.NameResult(addr=addr, port=port))
+                )
+        except OSError as err:
+            out.append(_reply_error(call.id, err))
+
+    async def _recvmsg(self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp) -> udp_pb2.ProtoReply | None:
+        """The reply at once when a datagram is queued or the call must not wait; else
+        None, and a task answers when udp_recvmsg returns."""
+        blocking = m.timeout_ns != 0 and not m.flags & MSG_DONTWAIT
+        try:
+            r = await self.layer.recvmsg(s, m.len, m.flags | MSG_DONTWAIT, 0)
+            return _recv_reply(call_id, r)
+        except OSError as err:
+            if not blocking or err.errno != errno.EAGAIN:
+                return _reply_error(call_id, err)
+        self._pending[call_id] = asyncio.create_task(self._recv_later(call_id, s, m))
+        return None
+
+    async def _recv_later(self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp) -> None:
+        try:
+            r = await self.layer.recvmsg(s, m.len, m.flags, m.timeout_ns)
+            reply = _recv_reply(call_id, r)
+        except OSError as err:
+            reply = _reply_error(call_id, err)
+        except asyncio.CancelledError:
+            reply = _reply_error(call_id, errno.kernel_error(errno.EINTR))
+        finally:
+            self._pending.pop(call_id, None)
+        await self.replies.put([reply])
+        await self._flush_down()
+
+    async def _flush_down(self) -> None:
+        batch, self.layer.to_ip = self.layer.to_ip, []
+        await self.down.put(batch)
+
+    async def _calls(self, req: udp_pb2.AttachRequest) -> None:
+        out: list[udp_pb2.ProtoReply] = []
+        for call in req.calls:
+            await self._call(call, out)
+        await self._flush_down()
+        await self.replies.put(out)
+
+    async def Attach(
+        self, request_iterator: AsyncIterator[udp_pb2.AttachRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[udp_pb2.AttachResponse]:
+        if self._attached:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a socket layer is already attached")
+        self._attached = True
+        try:
+            async for resp in serve_bidi(
+                request_iterator, self.replies, self._calls, lambda b: udp_pb2.AttachResponse(replies=b)
+            ):
+                yield resp
+        except BadMessage as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        finally:
+            self._attached = False
+            for task in list(self._pending.values()):
+                task.cancel()
+
+    async def GetStats(
+        self, request: udp_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> udp_pb2.GetStatsResponse:
+        flat = to_flat_dict(self.layer.mib)
+        return udp_pb2.GetStatsResponse(
+            counters=[skb_pb2.Counter(name=k, value=v) for k, v in flat.items() if k.startswith("Udp")],
+            drops=drops_to_proto(self.layer.drops),
+        )
+
+    async def ListSockets(
+        self, request: udp_pb2.ListSocketsRequest, context: grpc.aio.ServicerContext
+    ) -> udp_pb2.ListSocketsResponse:
+        return udp_pb2.ListSocketsResponse(
+            sockets=[
+                udp_pb2.SocketInfo(
+                    sk=s.sk,
+                    local_addr=s.rcv_saddr,
+                    local_port=s.num,
+                    remote_addr=s.daddr,
+                    remote_port=s.dport,
+                    rmem_alloc=s.rmem_alloc,
+                    rcvbuf=s.rcvbuf,
+                    drops=s.drops,
+                    owner_pid=s.owner_pid,
+                    owner_fd=s.owner_fd,
+                )
+                for s in self.layer.socks.values()
+            ]
+        )
+
+
+class UdpService(Service):
+    name = "udp"
+    service_names = [udp_pb2.DESCRIPTOR.services_by_name["UdpService"].full_name]
+
+    def __init__(self, layer: UdpLayer, routes: IpRoutes, ip_addr: str) -> None:
+        self.servicer = UdpServicer(layer, routes)
+        self.ip_addr = ip_addr
+        self._task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        udp_pb2_grpc.add_UdpServiceServicer_to_server(self.servicer, server)
+
+    async def start(self, health: ServingStatus) -> None:
+        self._channel = grpc.aio.insecure_channel(self.ip_addr, options=CHANNEL_OPTIONS)
+        channel = self._channel
+        self._task = asyncio.create_task(
+            retry_forever(lambda: self.servicer.attach_ip(channel, health.serving), "attach to ip")
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._channel is not None:
+            await self._channel.close()

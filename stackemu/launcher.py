@@ -1,0 +1,207 @@
+"""`stackemu up/down/status`: the default topology as local processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stackemu import state
+from stackemu.topology import HOSTS, LAYERS, ports
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UP_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def health(addr: str, timeout: float = 1.0) -> str:
+    """The overall health of the service at addr: SERVING, NOT_SERVING, or UNREACHABLE."""
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the gRPC server binds: connections left in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is one.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def running() -> dict[str, Any] | None:
+    data = state.load()
+    if data is None:
+        return None
+    pids = [svc["pid"] for host in data["hosts"].values() for svc in host.values()]
+    return data if any(_alive(p) for p in pids) else None
+
+
+def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
+    if running() is not None:
+        raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
+    base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
+    layout = ports(base)
+    busy = [p for host in layout.values() for p in host.values() if not _port_free(p)]
+    if busy:
+        raise LaunchError(
+            f"ports {', '.join(map(str, busy))} are in use: choose another base with "
+            "--base-port or STACKEMU_BASE_PORT"
+        )
+    logdir = state.state_dir() / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {"base_port": base, "hosts": {}}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for spec in HOSTS:
+            p = layout[spec.name]
+            env_common = {
+                **os.environ,
+                "PYTHONPATH": str(REPO_ROOT),
+                "STACKEMU_HOSTNAME": spec.name,
+            }
+            envs = {
+                "nic": {"STACKEMU_LINKS": spec.links()},
+                "ip": {"STACKEMU_NIC": f"127.0.0.1:{p['nic']}", "STACKEMU_ADDRS": spec.addrs()},
+                "udp": {"STACKEMU_IP": f"127.0.0.1:{p['ip']}"},
+                "socket": {"STACKEMU_UDP": f"127.0.0.1:{p['udp']}"},
+            }
+            host: dict[str, Any] = {}
+            for layer in LAYERS:
+                addr = f"127.0.0.1:{p[layer]}"
+                logfile = logdir / f"{spec.name}-{layer}.log"
+                with open(logfile, "ab") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", f"services.{layer}"],
+                        env={**env_common, **envs[layer], "STACKEMU_LISTEN": addr},
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        cwd=REPO_ROOT,
+                    )
+                procs.append(proc)
+                host[layer] = {"addr": addr, "pid": proc.pid, "log": str(logfile)}
+            data["hosts"][spec.name] = host
+        state.save(data)
+        _wait_serving(data, procs)
+    except BaseException:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait()
+        state.remove()
+        raise
+    for name, host in data["hosts"].items():
+        log(f"{name}: " + ", ".join(f"{layer} {host[layer]['addr']}" for layer in LAYERS))
+    return data
+
+
+def _wait_serving(data: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + UP_TIMEOUT
+    pending = {
+        (name, layer): svc for name, host in data["hosts"].items() for layer, svc in host.items()
+    }
+    while pending:
+        for proc in procs:
+            if proc.poll() is not None:
+                which = next(
+                    (f"{n}/{l}" for (n, l), s in pending.items() if s["pid"] == proc.pid), str(proc.pid)
+                )
+                raise LaunchError(f"service {which} exited with {proc.returncode}: {_tail(proc.pid, data)}")
+        for key, svc in list(pending.items()):
+            if health(svc["addr"], timeout=0.5) == "SERVING":
+                del pending[key]
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(f"{n}/{l}" for n, l in pending)
+            raise LaunchError(f"not SERVING after {UP_TIMEOUT:.0f} s: {names}")
+        if pending:
+            time.sleep(0.05)
+
+
+def _tail(pid: int, data: dict[str, Any]) -> str:
+    for host in data["hosts"].values():
+        for svc in host.values():
+            if svc["pid"] == pid:
+                lines = Path(svc["log"]).read_text(errors="replace").splitlines()
+                return "\n".join(lines[-15:])
+    return ""
+
+
+def down(log: Any = print) -> bool:
+    """SIGTERM every service, SIGKILL what is left after STOP_TIMEOUT; False if none ran."""
+    data = state.load()
+    if data is None:
+        return False
+    pids = [svc["pid"] for host in data["hosts"].values() for svc in host.values()]
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    state.remove()
+    log(f"stopped {len(pids)} services")
+    return True
+
+
+def status() -> list[dict[str, str]]:
+    data = state.load()
+    if data is None:
+        return []
+    rows = []
+    for name, host in data["hosts"].items():
+        for layer, svc in host.items():
+            rows.append(
+                {
+                    "host": name,
+                    "service": layer,
+                    "addr": svc["addr"],
+                    "pid": str(svc["pid"]),
+                    "health": health(svc["addr"]) if _alive(svc["pid"]) else "EXITED",
+                }
+            )
+    return rows
