@@ -24,7 +24,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--base-port", type=int, default=None, help="First TCP port (default 50100 or STACKEMU_BASE_PORT).")
+@click.option(
+    "--base-port", type=int, default=None, help="First TCP port (default 50100 or STACKEMU_BASE_PORT)."
+)
 def up(base_port: int | None) -> None:
     """Start the default topology (alice and bob) as local processes."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from stackemu import state
 from stackemu.stats import Counters, snapshot
@@ -17,9 +18,10 @@ def run(host: str | None, echo: Callable[[str], None]) -> None:
     import stackemu.socket as socket
 
     before = snapshot(host)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(
-        socket.AF_INET, socket.SOCK_DGRAM
-    ) as tx:
+    # Any: the emulator's extras (emu_trace) are not on the standard socket's type.
+    rx: Any = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx: Any = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(5)
         tx.emu_trace = True

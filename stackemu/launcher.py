@@ -134,21 +134,20 @@ def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
 
 def _wait_serving(data: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + UP_TIMEOUT
-    pending = {
-        (name, layer): svc for name, host in data["hosts"].items() for layer, svc in host.items()
-    }
+    pending = {(name, layer): svc for name, host in data["hosts"].items() for layer, svc in host.items()}
     while pending:
         for proc in procs:
             if proc.poll() is not None:
                 which = next(
-                    (f"{n}/{l}" for (n, l), s in pending.items() if s["pid"] == proc.pid), str(proc.pid)
+                    (f"{n}/{layer}" for (n, layer), s in pending.items() if s["pid"] == proc.pid),
+                    str(proc.pid),
                 )
                 raise LaunchError(f"service {which} exited with {proc.returncode}: {_tail(proc.pid, data)}")
         for key, svc in list(pending.items()):
             if health(svc["addr"], timeout=0.5) == "SERVING":
                 del pending[key]
         if pending and time.monotonic() > deadline:
-            names = ", ".join(f"{n}/{l}" for n, l in pending)
+            names = ", ".join(f"{n}/{layer}" for n, layer in pending)
             raise LaunchError(f"not SERVING after {UP_TIMEOUT:.0f} s: {names}")
         if pending:
             time.sleep(0.05)

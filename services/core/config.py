@@ -47,7 +47,7 @@ def fail(err: ConfigError, service: str) -> None:
 
 
 def env_links(name: str) -> list[tuple[str, bytes]]:
-    """"eth0=02:00:0a:00:00:01,eth1=..." → [(ifname, mac)]; empty means lo only."""
+    """ "eth0=02:00:0a:00:00:01,eth1=..." → [(ifname, mac)]; empty means lo only."""
     links = []
     for item in filter(None, os.environ.get(name, "").split(",")):
         ifname, sep, mac = item.partition("=")
@@ -62,7 +62,7 @@ def env_links(name: str) -> list[tuple[str, bytes]]:
 
 
 def env_addrs(name: str) -> list[tuple[str, str, int]]:
-    """"lo=127.0.0.1/8,eth0=10.0.0.1/24" → [(ifname, address, prefixlen)]."""
+    """ "lo=127.0.0.1/8,eth0=10.0.0.1/24" → [(ifname, address, prefixlen)]."""
     addrs = []
     for item in filter(None, os.environ.get(name, "").split(",")):
         ifname, sep, cidr = item.partition("=")

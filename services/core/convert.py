@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from services.core.dropreason import DropStats, SkbDropReason
-from services.core.skbuff import SkBuff, SkbError
+from services.core.skbuff import SkbError, SkBuff
 from services.core.stream import BadMessage
 from stackemu.skb.v1 import skb_pb2
 

@@ -187,9 +187,7 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
         "recv queue is purged when SOCK_DGRAM or SOCK_SEQPACKET socket re-connect()s to "
         "another socket or notices during send() that the peer has been close()d."
     ),
-    SkbDropReason.UNIX_SKIP_OOB: (
-        "Out-Of-Band data is skipped by recv() without MSG_OOB so dropped."
-    ),
+    SkbDropReason.UNIX_SKIP_OOB: ("Out-Of-Band data is skipped by recv() without MSG_OOB so dropped."),
     SkbDropReason.PKT_TOO_SMALL: "packet size is too small",
     SkbDropReason.TCP_CSUM: "TCP checksum error",
     SkbDropReason.UDP_CSUM: "UDP checksum error",
@@ -198,12 +196,9 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     SkbDropReason.IP_CSUM: "IP checksum error",
     SkbDropReason.IP_INHDR: "there is something wrong with IP header (see IPSTATS_MIB_INHDRERRORS)",
     SkbDropReason.IP_RPFILTER: (
-        "IP rpfilter validate failed. see the document for rp_filter in ip-sysctl.rst for "
-        "more information"
+        "IP rpfilter validate failed. see the document for rp_filter in ip-sysctl.rst for more information"
     ),
-    SkbDropReason.UNICAST_IN_L2_MULTICAST: (
-        "destination address of L2 is multicast, but L3 is unicast."
-    ),
+    SkbDropReason.UNICAST_IN_L2_MULTICAST: ("destination address of L2 is multicast, but L3 is unicast."),
     SkbDropReason.XFRM_POLICY: "xfrm policy check failed",
     SkbDropReason.IP_NOPROTO: "no support for IP protocol",
     SkbDropReason.PROTO_MEM: (
@@ -216,35 +211,25 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     SkbDropReason.TCP_MD5UNEXPECTED: (
         "MD5 hash and we're not expecting one, corresponding to LINUX_MIB_TCPMD5UNEXPECTED"
     ),
-    SkbDropReason.TCP_MD5FAILURE: (
-        "MD5 hash and its wrong, corresponding to LINUX_MIB_TCPMD5FAILURE"
-    ),
+    SkbDropReason.TCP_MD5FAILURE: ("MD5 hash and its wrong, corresponding to LINUX_MIB_TCPMD5FAILURE"),
     SkbDropReason.TCP_AONOTFOUND: (
         "no TCP-AO hash and one was expected, corresponding to LINUX_MIB_TCPAOREQUIRED"
     ),
     SkbDropReason.TCP_AOUNEXPECTED: (
-        "TCP-AO hash is present and it was not expected, corresponding to "
-        "LINUX_MIB_TCPAOKEYNOTFOUND"
+        "TCP-AO hash is present and it was not expected, corresponding to LINUX_MIB_TCPAOKEYNOTFOUND"
     ),
-    SkbDropReason.TCP_AOKEYNOTFOUND: (
-        "TCP-AO key is unknown, corresponding to LINUX_MIB_TCPAOKEYNOTFOUND"
-    ),
+    SkbDropReason.TCP_AOKEYNOTFOUND: ("TCP-AO key is unknown, corresponding to LINUX_MIB_TCPAOKEYNOTFOUND"),
     SkbDropReason.TCP_AOFAILURE: "TCP-AO hash is wrong, corresponding to LINUX_MIB_TCPAOBAD",
-    SkbDropReason.SOCKET_BACKLOG: (
-        "failed to add skb to socket backlog ( see LINUX_MIB_TCPBACKLOGDROP)"
-    ),
+    SkbDropReason.SOCKET_BACKLOG: ("failed to add skb to socket backlog ( see LINUX_MIB_TCPBACKLOGDROP)"),
     SkbDropReason.TCP_FLAGS: "TCP flags invalid",
     SkbDropReason.TCP_ABORT_ON_DATA: "abort on data, corresponding to LINUX_MIB_TCPABORTONDATA",
-    SkbDropReason.TCP_ZEROWINDOW: (
-        "TCP receive window size is zero, see LINUX_MIB_TCPZEROWINDOWDROP"
-    ),
+    SkbDropReason.TCP_ZEROWINDOW: ("TCP receive window size is zero, see LINUX_MIB_TCPZEROWINDOWDROP"),
     SkbDropReason.TCP_OLD_DATA: (
         "the TCP data received is already received before (spurious retrans may happened), "
         "see LINUX_MIB_DELAYEDACKLOST"
     ),
     SkbDropReason.TCP_OVERWINDOW: (
-        "the TCP data is out of window, the seq of the first byte exceed the right edges of "
-        "receive window"
+        "the TCP data is out of window, the seq of the first byte exceed the right edges of receive window"
     ),
     SkbDropReason.TCP_OFOMERGE: (
         "the data of skb is already in the ofo queue, corresponding to LINUX_MIB_TCPOFOMERGE"
@@ -256,20 +241,15 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
         "PAWS check, old ACK packet. Corresponds to LINUX_MIB_PAWS_OLD_ACK."
     ),
     SkbDropReason.TCP_RFC7323_TW_PAWS: "PAWS check, socket is in TIME_WAIT state.",
-    SkbDropReason.TCP_RFC7323_TSECR: (
-        "PAWS check, invalid TSEcr. Corresponds to LINUX_MIB_TSECRREJECTED."
-    ),
+    SkbDropReason.TCP_RFC7323_TSECR: ("PAWS check, invalid TSEcr. Corresponds to LINUX_MIB_TSECRREJECTED."),
     SkbDropReason.TCP_LISTEN_OVERFLOW: "listener queue full.",
     SkbDropReason.TCP_OLD_SEQUENCE: "Old SEQ field (duplicate packet)",
-    SkbDropReason.TCP_INVALID_SEQUENCE: (
-        "Not acceptable SEQ field. Corresponds to LINUX_MIB_BEYOND_WINDOW."
-    ),
+    SkbDropReason.TCP_INVALID_SEQUENCE: ("Not acceptable SEQ field. Corresponds to LINUX_MIB_BEYOND_WINDOW."),
     SkbDropReason.TCP_INVALID_END_SEQUENCE: (
         "Not acceptable END_SEQ field. Corresponds to LINUX_MIB_BEYOND_WINDOW."
     ),
     SkbDropReason.TCP_INVALID_ACK_SEQUENCE: (
-        "Not acceptable ACK SEQ field because ack sequence is not in the window between "
-        "snd_una and snd_nxt"
+        "Not acceptable ACK SEQ field because ack sequence is not in the window between snd_una and snd_nxt"
     ),
     SkbDropReason.TCP_RESET: "Invalid RST packet",
     SkbDropReason.TCP_INVALID_SYN: "Incoming packet has unexpected SYN flag",
@@ -297,13 +277,9 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
         "dropped by qdisc when a qdisc instance exceeds its total buffer size limit."
     ),
     SkbDropReason.QDISC_CONGESTED: "dropped by a qdisc AQM algorithm due to congestion.",
-    SkbDropReason.CAKE_FLOOD: (
-        "dropped by the flood protection part of CAKE qdisc AQM algorithm (BLUE)."
-    ),
+    SkbDropReason.CAKE_FLOOD: ("dropped by the flood protection part of CAKE qdisc AQM algorithm (BLUE)."),
     SkbDropReason.FQ_BAND_LIMIT: "dropped by fq qdisc when per band limit is reached.",
-    SkbDropReason.FQ_HORIZON_LIMIT: (
-        "dropped by fq qdisc when packet timestamp is too far in the future."
-    ),
+    SkbDropReason.FQ_HORIZON_LIMIT: ("dropped by fq qdisc when packet timestamp is too far in the future."),
     SkbDropReason.FQ_FLOW_LIMIT: "dropped by fq qdisc when a flow exceeds its limits.",
     SkbDropReason.CPU_BACKLOG: (
         "failed to enqueue the skb to the per CPU backlog queue. This can be caused by "
@@ -315,8 +291,7 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     SkbDropReason.SKB_CSUM: "sk_buff checksum computation error",
     SkbDropReason.SKB_GSO_SEG: "gso segmentation error",
     SkbDropReason.SKB_UCOPY_FAULT: (
-        "failed to copy data from user space, e.g., via zerocopy_sg_from_iter() or "
-        "skb_orphan_frags_rx()"
+        "failed to copy data from user space, e.g., via zerocopy_sg_from_iter() or skb_orphan_frags_rx()"
     ),
     SkbDropReason.DEV_HDR: "device driver specific header/metadata is invalid",
     SkbDropReason.DEV_READY: (
@@ -335,9 +310,7 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     ),
     SkbDropReason.TAP_TXFILTER: "dropped by tx filter implemented at tun/tap, e.g., check_filter()",
     SkbDropReason.ICMP_CSUM: "ICMP checksum error",
-    SkbDropReason.INVALID_PROTO: (
-        "the packet doesn't follow RFC 2211, such as a broadcasts ICMP_TIMESTAMP"
-    ),
+    SkbDropReason.INVALID_PROTO: ("the packet doesn't follow RFC 2211, such as a broadcasts ICMP_TIMESTAMP"),
     SkbDropReason.IP_INADDRERRORS: "host unreachable, corresponding to IPSTATS_MIB_INADDRERRORS",
     SkbDropReason.IP_INNOROUTES: "network unreachable, corresponding to IPSTATS_MIB_INADDRERRORS",
     SkbDropReason.IP_LOCAL_SOURCE: "the source ip is local",
@@ -372,9 +345,7 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     ),
     SkbDropReason.VXLAN_VNI_NOT_FOUND: "no VXLAN device found for VNI",
     SkbDropReason.MAC_INVALID_SOURCE: "source mac is invalid",
-    SkbDropReason.VXLAN_ENTRY_EXISTS: (
-        "trying to migrate a static entry or an entry pointing to a nexthop."
-    ),
+    SkbDropReason.VXLAN_ENTRY_EXISTS: ("trying to migrate a static entry or an entry pointing to a nexthop."),
     SkbDropReason.NO_TX_TARGET: "no target found for xmit",
     SkbDropReason.IP_TUNNEL_ECN: (
         "skb is dropped according to RFC 6040 4.2, see __INET_ECN_decapsulate() for detail."
@@ -382,15 +353,11 @@ _DESCRIPTIONS: Final[dict[SkbDropReason, str]] = {
     SkbDropReason.TUNNEL_TXINFO: (
         'packet without necessary metadata reached a device which is in "external" mode.'
     ),
-    SkbDropReason.LOCAL_MAC: (
-        "the source MAC address is equal to the MAC address of the local netdev."
-    ),
+    SkbDropReason.LOCAL_MAC: ("the source MAC address is equal to the MAC address of the local netdev."),
     SkbDropReason.ARP_PVLAN_DISABLE: (
         "packet which is not IP is forwarded to the in_dev, and the proxy_arp_pvlan is not enabled."
     ),
-    SkbDropReason.MAC_IEEE_MAC_CONTROL: (
-        "the destination MAC address is an IEEE MAC Control address."
-    ),
+    SkbDropReason.MAC_IEEE_MAC_CONTROL: ("the destination MAC address is an IEEE MAC Control address."),
     SkbDropReason.BRIDGE_INGRESS_STP_STATE: (
         "the STP state of the ingress bridge port does not allow frames to be forwarded."
     ),

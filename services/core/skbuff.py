@@ -121,8 +121,8 @@ class SkBuff:
         "transport_header",
         "truesize",
         "tskey",
-        "tx_flags",
         "tstamp",
+        "tx_flags",
         "vlan_tci",
     )
 
@@ -294,7 +294,7 @@ class SkBuff:
         """All len bytes from data on: the linear part, then frags, then the frag_list."""
         if not self.data_len:
             return bytes(self.head[self.data : self.tail])
-        parts = [self.head[self.data : self.tail], *self.frags]
+        parts: list[bytes | bytearray] = [self.head[self.data : self.tail], *self.frags]
         parts.extend(s.payload() for s in self.frag_list)
         return b"".join(parts)
 
@@ -366,9 +366,7 @@ class SkBuff:
         if self.dst is not None:
             d = self.dst
             m.dst.CopyFrom(
-                skb_pb2.Dst(
-                    ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags
-                )
+                skb_pb2.Dst(ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags)
             )
         if self.cork is not None:
             k = self.cork
@@ -413,9 +411,7 @@ class SkBuff:
         if m.data_len != data_len:
             raise SkbError(f"skb: data_len {m.data_len} but frags and frag_list hold {data_len}")
         if m.len != m.tail - m.data + data_len:
-            raise SkbError(
-                f"skb: len {m.len} != linear {m.tail - m.data} + data_len {data_len}"
-            )
+            raise SkbError(f"skb: len {m.len} != linear {m.tail - m.data} + data_len {data_len}")
         skb.data = m.data
         skb.tail = m.tail
         skb.mac_header = m.mac_header

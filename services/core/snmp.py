@@ -316,9 +316,7 @@ def to_flat_dict(mib: SnmpMib) -> dict[str, int]:
     """Every counter under nstat's name (group name + field: "UdpInDatagrams"), in
     nstat's order; IcmpMsg holds only its non-zero types, as the kernel prints them."""
     return {
-        f"{group.name}{field}": value
-        for group in mib.groups()
-        for field, value in group.as_dict().items()
+        f"{group.name}{field}": value for group in mib.groups() for field, value in group.as_dict().items()
     }
 
 

@@ -146,9 +146,7 @@ _CONVERTERS: Final[dict[Conv, Callable[[bool, int], int]]] = {
 }
 
 
-def _local_port_range_check(
-    values: tuple[int, ...], lookup: Callable[[str], tuple[int, ...]]
-) -> None:
+def _local_port_range_check(values: tuple[int, ...], lookup: Callable[[str], tuple[int, ...]]) -> None:
     # ipv4_local_port_range(): after 1..65535 per element, the range may not be empty
     # nor start below ip_unprivileged_port_start. Equal parity of the two ends is
     # allowed: set_local_port_range() only logs "prefer different parity".
@@ -163,9 +161,7 @@ def _local_port_range_check(
         )
 
 
-def _unprivileged_port_start_check(
-    values: tuple[int, ...], lookup: Callable[[str], tuple[int, ...]]
-) -> None:
+def _unprivileged_port_start_check(values: tuple[int, ...], lookup: Callable[[str], tuple[int, ...]]) -> None:
     # ipv4_privileged_ports(): the privileged range may not reach into the local one.
     low = lookup("net.ipv4.ip_local_port_range")[0]
     if low < values[0]:

@@ -115,14 +115,23 @@ class Fib:
         prefix route (RTN_LOCAL in the local table for a loopback device)."""
         self.ifaddrs.append(ifa)
         self.local.insert(
-            FibRoute(ifa.address, 32, RTN_LOCAL, ifa.ifindex, RT_SCOPE_HOST, ifa.address, table=RT_TABLE_LOCAL)
+            FibRoute(
+                ifa.address, 32, RTN_LOCAL, ifa.ifindex, RT_SCOPE_HOST, ifa.address, table=RT_TABLE_LOCAL
+            )
         )
         prefix = ifa.address & ifa.mask
         if prefix != ifa.address or ifa.prefixlen < 32:
             if loopback:
                 self.local.insert(
-                    FibRoute(prefix, ifa.prefixlen, RTN_LOCAL, ifa.ifindex, RT_SCOPE_HOST, ifa.address,
-                             table=RT_TABLE_LOCAL)
+                    FibRoute(
+                        prefix,
+                        ifa.prefixlen,
+                        RTN_LOCAL,
+                        ifa.ifindex,
+                        RT_SCOPE_HOST,
+                        ifa.address,
+                        table=RT_TABLE_LOCAL,
+                    )
                 )
             else:
                 self.main.insert(
@@ -130,8 +139,15 @@ class Fib:
                 )
         if ifa.broadcast:
             self.local.insert(
-                FibRoute(ifa.broadcast, 32, RTN_BROADCAST, ifa.ifindex, RT_SCOPE_LINK, ifa.address,
-                         table=RT_TABLE_LOCAL)
+                FibRoute(
+                    ifa.broadcast,
+                    32,
+                    RTN_BROADCAST,
+                    ifa.ifindex,
+                    RT_SCOPE_LINK,
+                    ifa.address,
+                    table=RT_TABLE_LOCAL,
+                )
             )
         self.genid += 1
 

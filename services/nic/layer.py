@@ -75,9 +75,7 @@ class NicLayer:
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.NEIGH_FAILED, "neigh_resolve_output")
             return
-        EthernetRepr(dst=dest, src=dev.dev_addr, ethertype=skb.protocol or ETH_P_IP).emit(
-            skb.push(ETH_HLEN)
-        )
+        EthernetRepr(dst=dest, src=dev.dev_addr, ethertype=skb.protocol or ETH_P_IP).emit(skb.push(ETH_HLEN))
         skb.reset_mac_header()
         if dev.is_loopback:
             self.loopback_xmit(skb, dev)

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 import grpc
 
-from services.core.sockaddr import make_sockaddr_in
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.sockaddr import make_sockaddr_in
 from services.socket.files import UnknownProcess
 from services.socket.syscalls import MSG_TRUNC, SocketLayer
 from services.socket.udp_client import UdpClient
@@ -74,14 +74,18 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
 
         return await _syscall(context, lambda e: pb.BindResponse(errno=e), body)
 
-    async def Connect(self, request: pb.ConnectRequest, context: grpc.aio.ServicerContext) -> pb.ConnectResponse:
+    async def Connect(
+        self, request: pb.ConnectRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectResponse:
         async def body() -> pb.ConnectResponse:
             await self.layer.connect(request.pid, request.fd, request.addr)
             return pb.ConnectResponse()
 
         return await _syscall(context, lambda e: pb.ConnectResponse(errno=e), body)
 
-    async def SendMsg(self, request: pb.SendMsgRequest, context: grpc.aio.ServicerContext) -> pb.SendMsgResponse:
+    async def SendMsg(
+        self, request: pb.SendMsgRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMsgResponse:
         async def body() -> pb.SendMsgResponse:
             sent = await self.layer.sendmsg(
                 request.pid, request.fd, request.data, request.addr, request.flags, request.trace
@@ -90,13 +94,14 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
 
         return await _syscall(context, lambda e: pb.SendMsgResponse(errno=e), body)
 
-    async def RecvMsg(self, request: pb.RecvMsgRequest, context: grpc.aio.ServicerContext) -> pb.RecvMsgResponse:
+    async def RecvMsg(
+        self, request: pb.RecvMsgRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecvMsgResponse:
         async def body() -> pb.RecvMsgResponse:
             timeout = request.timeout_ns if request.HasField("timeout_ns") else None
             d = await self.layer.recvmsg(request.pid, request.fd, request.bufsize, request.flags, timeout)
             trace = [
-                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns)
-                for t in d.trace
+                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns) for t in d.trace
             ]
             if trace:
                 trace.append(

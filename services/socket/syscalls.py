@@ -111,9 +111,7 @@ class SocketLayer:
             flags |= MSG_DONTWAIT
         return await self.proto.sendmsg(f.sk, data, addr, flags, trace)
 
-    async def recvmsg(
-        self, pid: int, fd: int, bufsize: int, flags: int, timeout_ns: int | None
-    ) -> Datagram:
+    async def recvmsg(self, pid: int, fd: int, bufsize: int, flags: int, timeout_ns: int | None) -> Datagram:
         """____sys_recvmsg() → inet_recvmsg() → udp_recvmsg(); the wait is sock_rcvtimeo()
         unless the caller bounds it (a Python timeout-mode socket's poll)."""
         f = self._file(pid, fd)

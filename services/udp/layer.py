@@ -29,7 +29,7 @@ from services.core.snmp import SnmpMib
 from services.core.sockaddr import AF_INET, AF_UNSPEC, SOCKADDR_IN_LEN, parse_sockaddr_in
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
-from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet
+from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet, ipv4_is_lbcast, ipv4_is_multicast
 from services.core.wire.udp import UDP_HLEN, UdpPacket, UdpRepr
 from services.udp.sock import (
     SOCK_BINDADDR_LOCK,
@@ -138,14 +138,15 @@ class UdpLayer:
 
     async def bind(self, s: UdpSock, addr: int, port: int) -> None:
         """__inet_bind() → udp_v4_get_port()."""
-        if addr and (addr >> 28) != 0xE and addr != 0xFFFFFFFF:
-            if await self._addr_type(addr) not in (RTN_LOCAL, RTN_BROADCAST):
-                # inet_addr_type_table(): not one of ours (ip_nonlocal_bind is 0).
-                raise errno.kernel_error(errno.EADDRNOTAVAIL)
+        # inet_addr_type_table(): a unicast address must be one of ours (ip_nonlocal_bind
+        # is 0); multicast and the limited broadcast address may always be bound.
+        special = ipv4_is_multicast(addr) or ipv4_is_lbcast(addr)
+        if addr and not special and await self._addr_type(addr) not in (RTN_LOCAL, RTN_BROADCAST):
+            raise errno.kernel_error(errno.EADDRNOTAVAIL)
         if s.state != TCP_CLOSE or s.num:
             raise errno.kernel_error(errno.EINVAL)
         s.rcv_saddr = s.saddr = addr
-        if addr >> 28 == 0xE or addr == 0xFFFFFFFF:
+        if special:
             s.saddr = 0  # multicast and broadcast binds send from the route's source
         self.table.get_port(s, port, self._port_range())
         if addr:
@@ -402,4 +403,3 @@ class UdpLayer:
                 ifindex=skb.skb_iif,
                 trace=skb.trace,
             )
-

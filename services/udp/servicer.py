@@ -158,9 +158,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 addr, port = (s.daddr, s.dport) if call.getname.peer else (s.rcv_saddr, s.num)
                 if call.getname.peer and s.state != TCP_ESTABLISHED:
                     raise errno.kernel_error(errno.ENOTCONN)
-                out.append(
-                    udp_pb2.ProtoReply(id=call.id, name=udp_pb2.NameResult(addr=addr, port=port))
-                )
+                out.append(udp_pb2.ProtoReply(id=call.id, name=udp_pb2.NameResult(addr=addr, port=port)))
         except OSError as err:
             out.append(_reply_error(call.id, err))
 

@@ -17,20 +17,20 @@ import sys
 import threading
 from collections.abc import Callable
 from socket import *  # noqa: F403  (the drop-in re-exports the standard names)
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
 from services.core import errno as _errno
+from services.core.skbuff import TraceStep
 from services.core.sockaddr import AF_INET as _AF_INET
 from services.core.sockaddr import make_sockaddr_in, parse_sockaddr_in
-from services.core.skbuff import TraceStep
 from stackemu import state as _state
 from stackemu.socket.v1 import socket_pb2 as _pb
 from stackemu.socket.v1 import socket_pb2_grpc as _pb_grpc
 
-error = OSError
-timeout = TimeoutError
+error: type[OSError] = OSError  # type: ignore[no-redef]
+timeout: type[TimeoutError] = TimeoutError  # type: ignore[no-redef]
 
 # Python blocks in recv with the GIL released; poll the RPC this often so that
 # KeyboardInterrupt gets through, as it does for the standard module.
@@ -100,7 +100,7 @@ def _sockaddr(address: Any, what: str) -> bytes:
     if not isinstance(address, tuple):
         raise TypeError(f"{what}(): AF_INET address must be tuple, not {type(address).__name__}")
     if len(address) != 2:
-        raise TypeError(f"AF_INET address must be a pair (host, port)")
+        raise TypeError("AF_INET address must be a pair (host, port)")
     host, port = address
     if not isinstance(host, str):
         raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
@@ -116,12 +116,10 @@ def _address(name: bytes) -> tuple[str, int]:
     return _std.inet_ntoa(addr.to_bytes(4, "big")), port
 
 
-class socket:  # noqa: N801  (the standard module's name)
+class socket:  # type: ignore[no-redef]
     """An emulated socket with the standard socket object's methods."""
 
-    def __init__(
-        self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None
-    ) -> None:
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
         if fileno is not None:
             raise OSError(_errno.EOPNOTSUPP, "emulated sockets cannot wrap a file descriptor")
         family = _AF_INET if family == -1 else int(family)
@@ -165,7 +163,10 @@ class socket:  # noqa: N801  (the standard module's name)
         return -1 if self._closed else self._fd
 
     def __repr__(self) -> str:
-        s = f"<stackemu.socket.socket fd={self.fileno()}, family={self._family}, type={self._type}, proto={self._proto}"
+        s = (
+            f"<stackemu.socket.socket fd={self.fileno()}, family={self._family}, "
+            f"type={self._type}, proto={self._proto}"
+        )
         if not self._closed:
             try:
                 s += f", laddr={self.getsockname()}"
@@ -173,7 +174,7 @@ class socket:  # noqa: N801  (the standard module's name)
                 pass
         return s + ">"
 
-    def __enter__(self) -> socket:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *args: object) -> None:
@@ -197,7 +198,7 @@ class socket:  # noqa: N801  (the standard module's name)
             raise OSError(_errno.EIO, f"emulated stack: {err.code().name}: {err.details()}") from None
 
     def _pid(self) -> int:
-        return self._host.pid
+        return int(self._host.pid)
 
     def bind(self, address: Any) -> None:
         resp = self._call(
@@ -364,4 +365,4 @@ class socket:  # noqa: N801  (the standard module's name)
             pass
 
 
-SocketType = socket
+SocketType = socket  # type: ignore[misc,assignment]

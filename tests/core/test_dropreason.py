@@ -76,9 +76,7 @@ def test_full_name() -> None:
 
 
 def test_descriptions_are_the_kernel_comments() -> None:
-    assert describe(R.OTHERHOST) == (
-        "packet don't belong to current host (interface is in promisc mode)"
-    )
+    assert describe(R.OTHERHOST) == ("packet don't belong to current host (interface is in promisc mode)")
     assert describe(R.UDP_CSUM) == "UDP checksum error"
     assert describe(R.SOCKET_RCVBUFF) == "socket receive buff is full"
     assert R.CPU_BACKLOG.description == (

@@ -222,9 +222,7 @@ def _with_machine_icmpmsg(text: str) -> SnmpMib:
 
 def _shape(text: str) -> list[str]:
     # Value lines with every number replaced, so only the layout is compared.
-    return [
-        re.sub(r"-?\d+", "N", line) if i % 2 else line for i, line in enumerate(text.split("\n"))
-    ]
+    return [re.sub(r"-?\d+", "N", line) if i % 2 else line for i, line in enumerate(text.split("\n"))]
 
 
 @pytest.mark.skipif(not PROC_NET_SNMP.exists(), reason="no /proc/net/snmp")

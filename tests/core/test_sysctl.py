@@ -253,9 +253,7 @@ def test_einval_message_names_the_sysctl() -> None:
     with pytest.raises(OSError) as info:
         Sysctl().set("net.ipv4.ip_default_ttl", "0")
     assert info.value.errno == errno.EINVAL
-    assert info.value.strerror == (
-        "Invalid argument: net.ipv4.ip_default_ttl: 0 is outside [1, 255]"
-    )
+    assert info.value.strerror == ("Invalid argument: net.ipv4.ip_default_ttl: 0 is outside [1, 255]")
 
 
 def test_set_numbers() -> None:
@@ -434,9 +432,7 @@ def _in_fresh_netns(request: dict[str, object]) -> dict[str, object]:
 
 def test_matches_live_kernel_in_a_fresh_netns() -> None:
     writable = {name for name, _ in NETNS_RESET}
-    writes = [
-        (name, text) for name, text, _, _ in WRITES if name in writable and name not in HZ_1000_ONLY
-    ]
+    writes = [(name, text) for name, text, _, _ in WRITES if name in writable and name not in HZ_1000_ONLY]
     live = _in_fresh_netns({"defaults": NETNS_DEFAULTS, "reset": NETNS_RESET, "writes": writes})
     sysctl = Sysctl()
     assert live["defaults"] == {name: sysctl.get_str(name) for name in NETNS_DEFAULTS}

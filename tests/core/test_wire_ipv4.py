@@ -335,9 +335,7 @@ def test_parse_options_framing():
     assert opts == [IpOption(IPOPT_RA, b"\x00\x00"), IpOption(0x99, b"")]
     assert [o.offset for o in opts] == [0, 5]
     # An option may end exactly at the end of the area.
-    assert parse_options(bytes([IPOPT_RR, 7, 4, 0, 0, 0, 0])) == [
-        IpOption(IPOPT_RR, bytes([4, 0, 0, 0, 0]))
-    ]
+    assert parse_options(bytes([IPOPT_RR, 7, 4, 0, 0, 0, 0])) == [IpOption(IPOPT_RR, bytes([4, 0, 0, 0, 0]))]
 
 
 @pytest.mark.parametrize(
@@ -360,9 +358,7 @@ def test_parse_options_rejects_like_ip_options_compile(opts, offset, message):
 
 
 def test_copied_flag():
-    assert [
-        ipopt_copied(t) for t in (IPOPT_SEC, IPOPT_LSRR, IPOPT_SSRR, IPOPT_CIPSO, IPOPT_RA)
-    ] == [True] * 5
+    assert [ipopt_copied(t) for t in (IPOPT_SEC, IPOPT_LSRR, IPOPT_SSRR, IPOPT_CIPSO, IPOPT_RA)] == [True] * 5
     assert [ipopt_copied(t) for t in (IPOPT_END, IPOPT_NOOP, IPOPT_RR, IPOPT_TS)] == [False] * 4
 
 

@@ -100,9 +100,7 @@ class EthernetFrame:
         """Wrap untrusted bytes; a runt shorter than the header cannot be read at all
         (eth_type_trans pulls ETH_HLEN unconditionally, drivers drop runts first)."""
         if len(buf) < ETH_HLEN:
-            raise WireError(
-                f"ethernet: buffer of {len(buf)} bytes shorter than {ETH_HLEN}-byte header"
-            )
+            raise WireError(f"ethernet: buffer of {len(buf)} bytes shorter than {ETH_HLEN}-byte header")
         return cls(buf)
 
     @property
@@ -160,8 +158,6 @@ class EthernetRepr:
         """Write the 14-byte header at `offset` (the payload and any ETH_ZLEN padding
         are the caller's)."""
         try:
-            _HEADER.pack_into(
-                buf, offset, _check_mac(self.dst), _check_mac(self.src), self.ethertype
-            )
+            _HEADER.pack_into(buf, offset, _check_mac(self.dst), _check_mac(self.src), self.ethertype)
         except struct.error as e:
             raise WireError(f"ethernet: cannot emit header at offset {offset}: {e}") from None

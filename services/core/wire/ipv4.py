@@ -380,8 +380,7 @@ def parse_options(opts: bytes | bytearray | memoryview) -> list[IpOption]:
         optlen = opts[i + 1]
         if optlen < 2 or optlen > n - i:
             raise IpOptionError(
-                f"ipv4: option {t} at offset {i} has length {optlen}, "
-                f"{n - i} bytes left in the option area",
+                f"ipv4: option {t} at offset {i} has length {optlen}, {n - i} bytes left in the option area",
                 i,
             )
         out.append(IpOption(t, bytes(opts[i + 2 : i + optlen]), i))

@@ -162,7 +162,5 @@ class UdpRepr:
         except struct.error as e:
             raise WireError(f"udp: cannot emit header at offset {offset}: {e}") from None
         if checksum:
-            check = csum_tcpudp_magic(
-                saddr, daddr, length, IPPROTO_UDP, csum_partial(buf[offset:end])
-            )
+            check = csum_tcpudp_magic(saddr, daddr, length, IPPROTO_UDP, csum_partial(buf[offset:end]))
             _U16.pack_into(buf, offset + CHECKSUM, check or CSUM_MANGLED_0)
