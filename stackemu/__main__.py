@@ -1,0 +1,3 @@
+from stackemu.cli import main
+
+main()
