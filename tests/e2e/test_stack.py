@@ -227,3 +227,23 @@ def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
     assert not any(_alive(p) for p in pids)
     assert not (tmp_path / "stack.json").exists()
     assert "no stack is running" in _cli(env, "down").stdout
+
+
+def test_every_service_serves_health_and_reflection(stack: dict[str, str]) -> None:
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    state = json.loads((Path(stack["STACKEMU_STATE_DIR"]) / "stack.json").read_text())
+    expected = {
+        "nic": "stackemu.nic.v1.NicService",
+        "ip": "stackemu.ip.v1.IpService",
+        "udp": "stackemu.udp.v1.UdpService",
+        "socket": "stackemu.socket.v1.SocketService",
+    }
+    for layer, service in expected.items():
+        with grpc.insecure_channel(state["hosts"]["alice"][layer]["addr"]) as ch:
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            req = reflection_pb2.ServerReflectionRequest(list_services="")
+            resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=5)))
+            names = {s.name for s in resp.list_services_response.service}
+            assert names == {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
