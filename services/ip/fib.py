@@ -152,8 +152,12 @@ class Fib:
         self.genid += 1
 
     def is_local(self, addr: int) -> bool:
-        """__ip_dev_find(): is addr one of this host's addresses?"""
-        return any(ifa.address == addr for ifa in self.ifaddrs)
+        """__ip_dev_find(): is addr one of this host's addresses? Like the kernel, an
+        address the local table routes as RTN_LOCAL counts (127.0.0.9 via 127.0.0.0/8)."""
+        if any(ifa.address == addr for ifa in self.ifaddrs):
+            return True
+        route = self.local.lookup(addr)
+        return route is not None and route.type == RTN_LOCAL
 
     def select_addr(self, ifindex: int, dst: int) -> int:
         """inet_select_addr(): the device's primary address in dst's subnet, else its

@@ -28,6 +28,9 @@ from services.core.wire.ipv4 import (
     IPPROTO_UDP,
     Ipv4Packet,
     Ipv4Repr,
+    ipv4_is_lbcast,
+    ipv4_is_loopback,
+    ipv4_is_multicast,
 )
 from services.ip.fib import (
     INADDR_LOOPBACK,
@@ -49,6 +52,10 @@ IP_PMTUDISC_DO = 2
 IP_PMTUDISC_PROBE = 3
 
 IP_IDENTS_SZ = 2048  # net/ipv4/route.c
+
+# IPSTATS_MIB_NOECTPKTS, ECT1PKTS, ECT0PKTS, CEPKTS indexed by the ECN field
+# (INET_ECN_NOT_ECT 0, INET_ECN_ECT_1 1, INET_ECN_ECT_0 2, INET_ECN_CE 3).
+_ECN_COUNTERS = ("InNoECTPkts", "InECT1Pkts", "InECT0Pkts", "InCEPkts")
 
 
 class RouteError(Exception):
@@ -85,9 +92,25 @@ class IpLayer:
     def route_output(self, daddr: int, saddr: int = 0, oif: int = 0) -> tuple[Dst, int]:
         """ip_route_output_key(): the route and source address for a flow, or RouteError
         with the errno the kernel returns."""
-        if saddr and not self.fib.is_local(saddr):
-            # __ip_route_output_key_hash_rcu(): a source that is not ours is -EINVAL.
-            raise RouteError(errno.EINVAL)
+        try:
+            return self._route_output(daddr, saddr, oif)
+        except RouteError as err:
+            # udp_sendmsg() and __ip4_datagram_connect() count every -ENETUNREACH of the
+            # lookup; they run in another process, so the lookup counts for them.
+            if err.errno == errno.ENETUNREACH:
+                self.mib.ip.inc("OutNoRoutes")
+            raise
+
+    def _route_output(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int]:
+        if saddr:
+            # ip_route_output_key_hash_rcu(): a multicast or limited-broadcast source is
+            # -EINVAL; one that is not a local address (__ip_dev_find, which also takes
+            # any address of a local route, so 127.0.0.9 is ours) is -ENETUNREACH.
+            # `ip route get 10.0.0.7 from 10.0.0.99` says the same on 6.18.
+            if ipv4_is_multicast(saddr) or ipv4_is_lbcast(saddr):
+                raise RouteError(errno.EINVAL)
+            if not self.fib.is_local(saddr):
+                raise RouteError(errno.ENETUNREACH)
         if not daddr:
             # No destination: the packet loops back to ourselves (127.0.0.1 by default).
             daddr = saddr or INADDR_LOOPBACK
@@ -96,16 +119,20 @@ class IpLayer:
             return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), saddr
         route = self.fib.lookup(daddr)
         if route is None:
-            self.mib.ip.inc("OutNoRoutes")
             raise RouteError(errno.ENETUNREACH)
         if route.type == RTN_LOCAL:
             lo = self.fib.loopback_ifindex
             src = saddr or route.prefsrc or daddr
             return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), src
+        if ipv4_is_loopback(saddr) and route.ifindex != self.fib.loopback_ifindex:
+            # __mkroute_output(): a loopback source may not leave through another device
+            # (`ip route get 10.0.0.7 from 127.0.0.1` is -EINVAL).
+            raise RouteError(errno.EINVAL)
         if route.type == RTN_BROADCAST:
             src = saddr or route.prefsrc or self.fib.select_addr(route.ifindex, daddr)
             mtu = self.mtus.get(route.ifindex, 1500)
-            return Dst(route.ifindex, daddr, mtu, RTN_BROADCAST, RTCF_BROADCAST), src
+            # __mkroute_output(): a broadcast route is RTCF_BROADCAST | RTCF_LOCAL.
+            return Dst(route.ifindex, daddr, mtu, RTN_BROADCAST, RTCF_BROADCAST | RTCF_LOCAL), src
         if route.type != RTN_UNICAST:
             raise RouteError(errno.ENETUNREACH)
         if oif and oif != route.ifindex:
@@ -130,7 +157,12 @@ class IpLayer:
             return self._inhdr_error(reason)
         pkt = Ipv4Packet(skb.linear())
         ihl = pkt.ihl
-        if ihl < 5 or pkt.version != 4 or not skb.may_pull(ihl * 4):
+        if ihl < 5 or pkt.version != 4:
+            return self._inhdr_error(reason)
+        # ip_rcv_core(): IPSTATS_MIB_NOECTPKTS + (tos & INET_ECN_MASK), counted before the
+        # full header is pulled, per segment of a GRO skb.
+        mib.ipext.add(_ECN_COUNTERS[pkt.tos & 3], max(1, skb.gso_segs))
+        if not skb.may_pull(ihl * 4):
             return self._inhdr_error(reason)
         if not pkt.verify_checksum():
             mib.ipext.inc("InCsumErrors")
@@ -157,11 +189,16 @@ class IpLayer:
         route = self.fib.lookup(daddr)
         if route is not None and route.type in (RTN_LOCAL, RTN_BROADCAST):
             skb.dst = Dst(route.ifindex, daddr, 0, route.type, RTCF_LOCAL)
+            if route.type == RTN_BROADCAST:
+                # ip_rcv_finish_core(): IP_UPD_PO_STATS(IPSTATS_MIB_INBCAST, skb->len).
+                self.mib.ipext.inc("InBcastPkts")
+                self.mib.ipext.add("InBcastOctets", skb.len)
             self._ip_local_deliver(skb, pkt)
             return
-        # Not ours and forwarding is off: ip_error() counts InAddrErrors (EHOSTUNREACH)
-        # or InNoRoutes (ENETUNREACH) and sends nothing.
-        if route is None:
+        # Not ours: ip_route_input_slow() turns a failed lookup into -EHOSTUNREACH when
+        # the device does not forward, so ip_error() counts InAddrErrors for it too;
+        # only a forwarding host counts InNoRoutes (ENETUNREACH). Nothing is sent.
+        if route is None and self.sysctl.get_int("net.ipv4.ip_forward"):
             self.mib.ipext.inc("InNoRoutes")
             self.drops.drop(SkbDropReason.IP_INNOROUTES, "ip_error")
         else:
@@ -256,5 +293,8 @@ class IpLayer:
             self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_fragment")
             return
         # ip_finish_output2(): counted as transmitted, handed to the neighbour/device.
+        if dst.rt_type == RTN_BROADCAST:
+            self.mib.ipext.inc("OutBcastPkts")
+            self.mib.ipext.add("OutBcastOctets", skb.len)
         self.mib.ip.inc("OutTransmits")
         self.to_device.append(skb)

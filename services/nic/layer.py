@@ -12,7 +12,14 @@ import time
 from collections.abc import Iterable
 
 from services.core.dropreason import DropStats, SkbDropReason
-from services.core.skbuff import PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, SkBuff
+from services.core.skbuff import (
+    CHECKSUM_PARTIAL,
+    HEADER_UNSET,
+    PACKET_BROADCAST,
+    PACKET_MULTICAST,
+    PACKET_OTHERHOST,
+    SkBuff,
+)
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ethernet import (
@@ -26,6 +33,24 @@ from services.nic.device import IFF_LOOPBACK, IFF_NOARP, NetDevice
 from services.nic.softnet import Softnet, SoftnetData
 
 BROADCAST = b"\xff" * 6
+# LL_RESERVED_SPACE() of an Ethernet device: ETH_HLEN rounded up to HH_DATA_MOD (16).
+LL_RESERVED_SPACE = 16
+
+
+def skb_expand_head(skb: SkBuff, headroom: int) -> None:
+    """skb_expand_head() → pskb_expand_head(): a new buffer with `headroom` bytes in
+    front of data; every offset into the old one moves (skb_headers_offset_update)."""
+    off = headroom - skb.headroom()
+    if off <= 0:
+        return
+    skb.head = bytearray(off) + skb.head
+    skb.data += off
+    skb.tail += off
+    for name in ("mac_header", "network_header", "transport_header"):
+        if getattr(skb, name) != HEADER_UNSET:
+            setattr(skb, name, getattr(skb, name) + off)
+    if skb.ip_summed == CHECKSUM_PARTIAL:
+        skb.csum_start += off
 
 
 class NicLayer:
@@ -40,7 +65,11 @@ class NicLayer:
             max_backlog=lambda: sysctl.get_int("net.core.netdev_max_backlog"),
             budget=lambda: sysctl.get_int("net.core.netdev_budget"),
             budget_usecs=lambda: sysctl.get_int("net.core.netdev_budget_usecs"),
-            dev_weight=lambda: sysctl.get_int("net.core.dev_weight"),
+            # proc_do_dev_weight(): dev_rx_weight = dev_weight * dev_weight_rx_bias is the
+            # backlog NAPI's weight (process_backlog).
+            dev_weight=lambda: (
+                sysctl.get_int("net.core.dev_weight") * sysctl.get_int("net.core.dev_weight_rx_bias")
+            ),
         )
         self._delivered: list[SkBuff] = []
 
@@ -75,6 +104,10 @@ class NicLayer:
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.NEIGH_FAILED, "neigh_resolve_output")
             return
+        if skb.headroom() < ETH_HLEN:
+            # ip_finish_output2(): "Be paranoid, rather than too clever": an skb whose
+            # headroom cannot take the link header gets a bigger head, not a crash.
+            skb_expand_head(skb, LL_RESERVED_SPACE)
         EthernetRepr(dst=dest, src=dev.dev_addr, ethertype=skb.protocol or ETH_P_IP).emit(skb.push(ETH_HLEN))
         skb.reset_mac_header()
         if dev.is_loopback:
@@ -86,9 +119,12 @@ class NicLayer:
         # skb_clear_tstamp(): do not fool net_timestamp_check() with the send time.
         skb.tstamp = 0
         skb.sk = 0  # skb_orphan()
-        length = skb.len
         if not self.eth_type_trans(skb, dev):
             return
+        # loopback_xmit() reads len after eth_type_trans() pulled the Ethernet header:
+        # lo counts the bytes of the IP packet (a 10-byte UDP datagram is 38 bytes in
+        # /sys/class/net/lo/statistics/tx_bytes on 6.18).
+        length = skb.len
         if self.netif_rx(skb):
             # dev_lstats_add(): lo counts one packet as both sent and received.
             dev.stats.tx_packets += 1
@@ -123,7 +159,14 @@ class NicLayer:
         # net_timestamp_check(): the receive timestamp is taken on entry to the backlog.
         if not skb.tstamp:
             skb.tstamp = time.time_ns()
-        return self.softnet.enqueue_to_backlog(skb, 0) == 0
+        if self.softnet.enqueue_to_backlog(skb, 0) == 0:
+            return True
+        # enqueue_to_backlog(): a refused skb also counts in the device's rx_dropped
+        # (dev_core_stats_rx_dropped_inc(skb->dev)).
+        dev = self.devices.get(skb.dev_ifindex)
+        if dev is not None:
+            dev.stats.rx_dropped += 1
+        return False
 
     def softirq_pending(self) -> bool:
         return self.softnet.pending()

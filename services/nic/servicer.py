@@ -74,7 +74,8 @@ class NicServicer(nic_pb2_grpc.NicServiceServicer):
                     ifindex=dev.ifindex,
                     name=dev.name,
                     mtu=dev.mtu,
-                    address=dev.dev_addr,
+                    # nic.proto: "empty for loopback's all-zero address".
+                    address=b"" if dev.is_loopback and not any(dev.dev_addr) else dev.dev_addr,
                     flags=dev.flags,
                     carrier=dev.carrier,
                     txqueuelen=dev.txqueuelen,

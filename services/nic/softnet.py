@@ -70,18 +70,19 @@ class Softnet:
             progressed = False
             for sd in self.cpus:
                 q = sd.input_pkt_queue
+                if not q:
+                    continue  # its backlog NAPI is not on the poll list
                 # process_backlog(): at most `weight` packets per poll.
                 work = 0
                 while q and work < weight:
                     receive(q.popleft(), sd)
                     work += 1
-                if work:
-                    progressed = True
+                progressed = True
                 budget -= work
                 if budget <= 0 or time.monotonic_ns() > time_limit:
-                    if self.pending():
-                        sd.time_squeeze += 1
-                        return True
-                    return False
+                    # net_rx_action() counts the squeeze whenever the budget or the time
+                    # runs out after a poll, even if that poll emptied the queue.
+                    sd.time_squeeze += 1
+                    return self.pending()
             if not progressed:
                 return False

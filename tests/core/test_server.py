@@ -27,13 +27,16 @@ def test_env_parsers(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="A is not set"):
         env_addr("A")
     monkeypatch.setenv("N", "70")
-    with pytest.raises(ConfigError, match="N=70 is outside 1..64"):
+    with pytest.raises(ConfigError, match=r"N=70 is outside 1\.\.64"):
         env_int("N", 1, 1, 64)
     monkeypatch.setenv("N", "x")
     with pytest.raises(ConfigError, match="N='x' is not an integer"):
         env_int("N", 1)
     monkeypatch.setenv("L", "eth0=02:00:0a:00:00:01,eth1=02:00:0a:00:00:02")
-    assert env_links("L") == [("eth0", bytes.fromhex("02000a000001")), ("eth1", bytes.fromhex("02000a000002"))]
+    assert env_links("L") == [
+        ("eth0", bytes.fromhex("02000a000001")),
+        ("eth1", bytes.fromhex("02000a000002")),
+    ]
     monkeypatch.setenv("L", "eth0=zz:00:0a:00:00:01")
     with pytest.raises(ConfigError, match="not a MAC address"):
         env_links("L")
