@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import grpc
 
+from services.core import errno
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.sockaddr import make_sockaddr_in
 from services.socket.files import UnknownProcess
@@ -30,7 +31,8 @@ async def _syscall(
     try:
         return await body()
     except OSError as err:
-        return make(err.errno or 0)
+        # An OSError without an errno is a fault of the emulator, reported as EIO.
+        return make(err.errno or errno.EIO)
     except UnknownProcess as err:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         raise

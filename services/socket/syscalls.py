@@ -27,11 +27,22 @@ SOCK_TYPE_MASK = 0xF
 SOCK_NONBLOCK = 0o4000
 SOCK_CLOEXEC = 0o2000000
 
+# include/linux/socket.h: AF_MAX (NPROTO), and sizeof(struct sockaddr_storage), the
+# most move_addr_to_kernel() copies.
+NPROTO = 46
+SOCKADDR_STORAGE_LEN = 128
+# include/uapi/linux/in.h: IPPROTO_MAX (after IPPROTO_MPTCP 262).
+IPPROTO_MAX = 263
+
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
 
-# include/uapi/asm-generic/socket.h
+# include/uapi/asm-generic/socket.h, include/linux/socket.h
+SOL_IP = 0
 SOL_SOCKET = 1
+SOL_UDP = 17
+SOL_UDPLITE = 136
+SO_BINDTODEVICE = 25
 SO_TYPE = 3
 SO_ERROR = 4
 SO_PROTOCOL = 38
@@ -60,10 +71,16 @@ class SocketLayer:
         if flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK):
             raise errno.kernel_error(errno.EINVAL)
         kind = type_ & SOCK_TYPE_MASK
+        # __sock_create(): the family's range is checked before the type's.
+        if domain < 0 or domain >= NPROTO:
+            raise errno.kernel_error(errno.EAFNOSUPPORT)
         if kind < 0 or kind >= SOCK_MAX:
             raise errno.kernel_error(errno.EINVAL)
         if domain != AF_INET:
             raise errno.kernel_error(errno.EAFNOSUPPORT, "the emulator has AF_INET only")
+        # inet_create(): a protocol number out of range is EINVAL, before the type lookup.
+        if protocol < 0 or protocol >= IPPROTO_MAX:
+            raise errno.kernel_error(errno.EINVAL)
         if kind != SOCK_DGRAM:
             raise errno.kernel_error(errno.ESOCKTNOSUPPORT, "the emulator has SOCK_DGRAM only")
         if protocol == 0:
@@ -85,7 +102,9 @@ class SocketLayer:
     async def bind(self, pid: int, fd: int, addr: bytes) -> None:
         """inet_bind() → __inet_bind()."""
         f = self._file(pid, fd)
-        if len(addr) < SOCKADDR_IN_LEN:
+        # move_addr_to_kernel() refuses more than a sockaddr_storage; inet_bind_sk()
+        # less than a sockaddr_in.
+        if len(addr) < SOCKADDR_IN_LEN or len(addr) > SOCKADDR_STORAGE_LEN:
             raise errno.kernel_error(errno.EINVAL)
         family, ip, port = parse_sockaddr_in(addr)
         # Compatibility: AF_UNSPEC is accepted as AF_INET only with INADDR_ANY.
@@ -96,7 +115,7 @@ class SocketLayer:
     async def connect(self, pid: int, fd: int, addr: bytes) -> None:
         """inet_dgram_connect()."""
         f = self._file(pid, fd)
-        if len(addr) < 2:
+        if len(addr) < 2 or len(addr) > SOCKADDR_STORAGE_LEN:  # move_addr_to_kernel()
             raise errno.kernel_error(errno.EINVAL)
         family, _, _ = parse_sockaddr_in(addr)
         if family == AF_UNSPEC:
@@ -134,6 +153,12 @@ class SocketLayer:
 
     async def setsockopt(self, pid: int, fd: int, level: int, optname: int, optval: bytes) -> None:
         self._file(pid, fd)
+        # sk_setsockopt() (but for SO_BINDTODEVICE) and udp_lib_setsockopt() want an int
+        # before they look at optname; ip_setsockopt() does not.
+        if len(optval) < 4 and (
+            (level == SOL_SOCKET and optname != SO_BINDTODEVICE) or level in (SOL_UDP, SOL_UDPLITE)
+        ):
+            raise errno.kernel_error(errno.EINVAL)
         # The socket options come with the socket issue; until then none is settable.
         raise errno.kernel_error(errno.ENOPROTOOPT)
 
@@ -145,6 +170,9 @@ class SocketLayer:
             if optname in values:
                 # An int option: min(optlen, sizeof(int)) bytes are copied out.
                 return struct.pack("=i", values[optname])[: min(optlen, 4)]
+        elif level not in (SOL_IP, SOL_UDP, SOL_UDPLITE):
+            # udp_getsockopt() → do_ip_getsockopt(): a level it does not know.
+            raise errno.kernel_error(errno.EOPNOTSUPP)
         raise errno.kernel_error(errno.ENOPROTOOPT)
 
     async def close(self, pid: int, fd: int) -> None:

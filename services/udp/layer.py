@@ -56,6 +56,9 @@ RTCF_BROADCAST = 0x10000000
 MAX_HEADER = 128
 IPV4_HLEN = 20
 IP_MAX_MTU = 0xFFFF
+# include/linux/skbuff.h: datagrams up to this length get their checksum verified on
+# receipt rather than when copied to the user.
+CHECKSUM_BREAK = 76
 
 RouteOutput = Callable[[int, int, int], Awaitable[tuple[Dst, int, int]]]
 
@@ -148,7 +151,12 @@ class UdpLayer:
         s.rcv_saddr = s.saddr = addr
         if special:
             s.saddr = 0  # multicast and broadcast binds send from the route's source
-        self.table.get_port(s, port, self._port_range())
+        try:
+            self.table.get_port(s, port, self._port_range())
+        except OSError:
+            # __inet_bind(): a failed get_port leaves the socket unbound.
+            s.rcv_saddr = s.saddr = 0
+            raise
         if addr:
             s.userlocks |= SOCK_BINDADDR_LOCK
         if port:
@@ -158,16 +166,23 @@ class UdpLayer:
     def autobind(self, s: UdpSock) -> None:
         """inet_autobind(): a socket that sends or connects unbound gets an ephemeral port."""
         if not s.num:
-            self.table.get_port(s, 0, self._port_range())
+            try:
+                self.table.get_port(s, 0, self._port_range())
+            except OSError:
+                # inet_autobind() answers a full port range with EAGAIN (bind() says
+                # EADDRINUSE).
+                raise errno.kernel_error(errno.EAGAIN) from None
 
     async def connect(self, s: UdpSock, name: bytes) -> None:
         """inet_dgram_connect() → __ip4_datagram_connect()."""
+        # inet_dgram_connect() autobinds before __ip4_datagram_connect() checks the
+        # sockaddr, so a connect that fails on it still leaves the socket bound.
+        self.autobind(s)
         if len(name) < SOCKADDR_IN_LEN:
             raise errno.kernel_error(errno.EINVAL)
         family, daddr, dport = parse_sockaddr_in(name)
         if family != AF_INET:
             raise errno.kernel_error(errno.EAFNOSUPPORT)
-        self.autobind(s)
         dst, saddr, genid = await self.route_output(daddr, s.saddr, 0)
         if dst.flags & RTCF_BROADCAST and not s.broadcast:
             raise errno.kernel_error(errno.EACCES)
@@ -197,6 +212,9 @@ class UdpLayer:
 
     async def sendmsg(self, s: UdpSock, data: bytes, name: bytes, flags: int, trace: bool) -> int:
         """udp_sendmsg() for the uncorked case, the checks in the kernel's order."""
+        # inet_send_prepare(): inet_sendmsg autobinds before udp_sendmsg runs, so a send
+        # that udp_sendmsg refuses still leaves the socket bound.
+        self.autobind(s)
         length = len(data)
         if length > 0xFFFF:
             raise errno.kernel_error(errno.EMSGSIZE)
@@ -216,8 +234,6 @@ class UdpLayer:
                 raise errno.kernel_error(errno.EDESTADDRREQ)
             daddr, dport = s.daddr, s.dport
             connected = True
-        # inet_send_prepare(): autobind before the first send.
-        self.autobind(s)
         route = s.dst_cache if connected else None
         if route is None or route.genid != self.fib_genid:
             # ENETUNREACH propagates; OutNoRoutes is counted by the IP layer's lookup.
@@ -240,25 +256,26 @@ class UdpLayer:
         skb.reset_transport_header()
         skb.put(UDP_HLEN)
         skb.put_data(data)
-        self._udp_send_skb(skb, s, route, daddr, dport, connected)
+        self._udp_send_skb(skb, s, route, daddr, dport)
         return length
 
-    def _udp_send_skb(
-        self, skb: SkBuff, s: UdpSock, route: CachedRoute, daddr: int, dport: int, connected: bool
-    ) -> None:
+    def _udp_send_skb(self, skb: SkBuff, s: UdpSock, route: CachedRoute, daddr: int, dport: int) -> None:
         """udp_send_skb(): the UDP header and its software checksum (CHECKSUM_NONE)."""
         saddr = route.saddr
         UdpRepr(src_port=s.num, dst_port=dport).emit(
             skb.head, skb.data, skb.len - UDP_HLEN, saddr, daddr, checksum=True
         )
-        if connected:
+        # ip_select_ident_segs(): a socket with inet_daddr set (connected) numbers its
+        # datagrams from its own inet_id, whether or not this send named a destination.
+        own_id = s.state == TCP_ESTABLISHED
+        if own_id:
             s.inet_id = (s.inet_id + 1) & 0xFFFF
         skb.cork = IpCork(
             saddr=saddr,
             daddr=daddr,
             protocol=IPPROTO_UDP,
             pmtudisc=s.pmtudisc,
-            inet_id=s.inet_id if connected else None,
+            inet_id=s.inet_id if own_id else None,
         )
         skb.dst = route.dst
         self.mib.udp.inc("OutDatagrams")
@@ -271,7 +288,9 @@ class UdpLayer:
         self.trace(skb, "udp_rcv")
         mib = self.mib.udp
         if not skb.may_pull(UDP_HLEN):
-            return self._rcv_drop(SkbDropReason.PKT_TOO_SMALL)
+            # __udp4_lib_rcv(): "goto drop" with drop_reason still NOT_SPECIFIED; only a
+            # bad length field is short_packet (PKT_TOO_SMALL).
+            return self._rcv_drop(SkbDropReason.NOT_SPECIFIED)
         uh = UdpPacket(skb.linear())
         ulen = uh.length
         if ulen > skb.len or ulen < UDP_HLEN:
@@ -281,6 +300,13 @@ class UdpLayer:
         saddr, daddr = iph.src, iph.dst
         if uh.checksum == 0:
             skb.ip_summed = CHECKSUM_UNNECESSARY  # udp4_csum_init(): no checksum sent
+        elif skb.ip_summed != CHECKSUM_UNNECESSARY and skb.len <= CHECKSUM_BREAK:
+            # __skb_checksum_validate_complete(): a datagram of at most CHECKSUM_BREAK
+            # bytes is verified now, in udp4_csum_init, not deferred to udp_recvmsg.
+            if not self._checksum_ok(skb, saddr, daddr):
+                mib.inc("InCsumErrors")
+                return self._rcv_drop(SkbDropReason.UDP_CSUM)
+            skb.ip_summed = CHECKSUM_UNNECESSARY  # skb->csum_valid
         self.trace(skb, "__udp4_lib_lookup")
         dst = skb.dst
         if dst is not None and dst.rt_type == RTN_BROADCAST:
@@ -312,19 +338,22 @@ class UdpLayer:
             and (not s.dport or s.dport == sport)
         ]
         if not matches:
-            self.mib.udp.inc("NoPorts")
-            self.drops.drop(SkbDropReason.NO_SOCKET, "__udp4_lib_mcast_deliver")
+            # No listener: IgnoredMulti (not NoPorts, no ICMP), and a plain kfree_skb().
+            self.mib.udp.inc("IgnoredMulti")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "__udp4_lib_mcast_deliver")
             return
         for i, s in enumerate(matches):
             self._queue_rcv_skb(s, skb if i == len(matches) - 1 else skb.clone())
 
     def _queue_rcv_skb(self, s: UdpSock, skb: SkBuff) -> None:
-        """__udp_enqueue_schedule_skb(): charge truesize to sk_rmem_alloc; one skb always
-        fits, past sk_rcvbuf the datagram is dropped (RcvbufErrors, InErrors)."""
+        """__udp_enqueue_schedule_skb(): charge truesize to sk_rmem_alloc; an empty queue
+        takes any one skb, past sk_rcvbuf the datagram is dropped (RcvbufErrors,
+        InErrors). 6.18 accepts the overshoot only into an empty queue ("if (rmem) goto
+        drop"); before it, while rmem <= rcvbuf."""
         self.trace(skb, "sock_queue_rcv_skb")
         size = skb.truesize
         rmem = s.rmem_alloc
-        if rmem + size > s.rcvbuf and (s.rcvbuf > 0x3FFFFFFF or rmem > s.rcvbuf):
+        if rmem + size > s.rcvbuf and (s.rcvbuf > 0x3FFFFFFF or rmem):
             s.drops += 1
             self.mib.udp.inc("RcvbufErrors")
             self.mib.udp.inc("InErrors")
@@ -362,19 +391,26 @@ class UdpLayer:
                     await asyncio.wait_for(w, remaining)
                 except TimeoutError:
                     raise errno.kernel_error(errno.EAGAIN) from None
+                except asyncio.CancelledError:
+                    # Woken (sk_data_ready's exclusive wake-up) but abandoned: pass the
+                    # wake-up on, or the next reader sleeps with a datagram queued.
+                    if w.done() and not w.cancelled() and s.receive_queue:
+                        s.data_ready()
+                    raise
                 finally:
                     if not w.done():
                         w.cancel()
             skb = s.receive_queue[0]
             iph = Ipv4Packet(memoryview(skb.head)[skb.network_header : skb.transport_header])
             if not self._checksum_ok(skb, iph.src, iph.dst):
+                # csum_copy_err: __sk_queue_drop_skb() (counted in sk_drops), then
+                # "goto try_again", which takes the next datagram even with MSG_DONTWAIT.
                 s.receive_queue.popleft()
                 s.rmem_alloc -= skb.truesize
+                s.drops += 1
                 self.mib.udp.inc("InCsumErrors")
                 self.mib.udp.inc("InErrors")
                 self.drops.drop(SkbDropReason.UDP_CSUM, "udp_recvmsg")
-                if flags & MSG_DONTWAIT:
-                    raise errno.kernel_error(errno.EAGAIN)
                 continue
             peeking = bool(flags & MSG_PEEK)
             if not peeking:

@@ -172,10 +172,12 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         except OSError as err:
             if not blocking or err.errno != errno.EAGAIN:
                 return _reply_error(call_id, err)
-        self._pending[call_id] = asyncio.create_task(self._recv_later(call_id, s, m))
+        self._pending[call_id] = asyncio.create_task(self._recv_later(call_id, s, m, self.replies))
         return None
 
-    async def _recv_later(self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp) -> None:
+    async def _recv_later(
+        self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp, replies: BatchQueue[udp_pb2.ProtoReply]
+    ) -> None:
         try:
             r = await self.layer.recvmsg(s, m.len, m.flags, m.timeout_ns)
             reply = _recv_reply(call_id, r)
@@ -184,8 +186,12 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         except asyncio.CancelledError:
             reply = _reply_error(call_id, errno.kernel_error(errno.EINTR))
         finally:
-            self._pending.pop(call_id, None)
-        await self.replies.put([reply])
+            if self._pending.get(call_id) is asyncio.current_task():
+                del self._pending[call_id]
+        # Only to the stream the call came on, while it lasts: a later caller must not
+        # get it, as its call ids may repeat this one's.
+        if replies is self.replies and self._attached:
+            await replies.put([reply])
         await self._flush_down()
 
     async def _flush_down(self) -> None:
@@ -205,6 +211,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         if self._attached:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a socket layer is already attached")
         self._attached = True
+        # A fresh queue per stream (as attach_ip's): replies owed to a previous caller,
+        # such as the EINTR of a recvmsg its end abandoned, must not reach this one.
+        self.replies = BatchQueue()
         try:
             async for resp in serve_bidi(
                 request_iterator, self.replies, self._calls, lambda b: udp_pb2.AttachResponse(replies=b)
@@ -216,6 +225,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
             self._attached = False
             for task in list(self._pending.values()):
                 task.cancel()
+            self._pending.clear()
 
     async def GetStats(
         self, request: udp_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
