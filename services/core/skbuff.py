@@ -8,6 +8,7 @@ a layer that hands it on (a stream, a queue) no longer touches it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from stackemu.skb.v1 import skb_pb2
@@ -83,6 +84,14 @@ class TraceStep:
     service: str
     host: str
     ts_ns: int
+
+
+def trace_to_proto(steps: Iterable[TraceStep]) -> list[skb_pb2.TraceStep]:
+    return [skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns) for t in steps]
+
+
+def trace_from_proto(msgs: Iterable[skb_pb2.TraceStep]) -> list[TraceStep]:
+    return [TraceStep(t.func, t.service, t.host, t.ts_ns) for t in msgs]
 
 
 class SkBuff:
@@ -318,10 +327,6 @@ class SkBuff:
         c.frag_list = [s.copy() for s in self.frag_list]
         return c
 
-    def add_trace(self, func: str, service: str, host: str, ts_ns: int) -> None:
-        if self.trace is not None:
-            self.trace.append(TraceStep(func, service, host, ts_ns))
-
     # The protobuf form.
 
     def to_proto(self) -> skb_pb2.SkBuff:
@@ -384,10 +389,7 @@ class SkBuff:
             )
         if self.trace is not None:
             m.traced = True
-            m.trace.extend(
-                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns)
-                for t in self.trace
-            )
+            m.trace.extend(trace_to_proto(self.trace))
         return m
 
     @classmethod
@@ -459,7 +461,7 @@ class SkBuff:
                 k.inet_id if k.HasField("inet_id") else None,
             )
         if m.traced:
-            skb.trace = [TraceStep(t.func, t.service, t.host, t.ts_ns) for t in m.trace]
+            skb.trace = trace_from_proto(m.trace)
         return skb
 
 

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
+import grpc
+
 T = TypeVar("T")
 M = TypeVar("M")
 
@@ -107,3 +109,40 @@ async def run_bidi(
     """The client half: feed each response to on_response until the stream ends."""
     async for resp in call:
         await on_response(resp)
+
+
+class AttachGate:
+    """Admits one caller at a time to a layer's Attach stream: a host has one layer
+    above each layer, and a second would steal its traffic."""
+
+    def __init__(self, upper: str) -> None:
+        self.upper = upper
+        self.busy = False
+
+    async def serve(
+        self,
+        context: grpc.aio.ServicerContext,
+        requests: AsyncIterator[Req],
+        outgoing: BatchQueue[T],
+        on_request: Callable[[Req], Awaitable[None]],
+        wrap: Callable[[list[T]], Resp],
+        first: Resp | None = None,
+        closed: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Resp]:
+        """serve_bidi() for the one admitted caller: FAILED_PRECONDITION for a second,
+        INVALID_ARGUMENT with its message for a BadMessage; `first` is sent before any
+        batch and `closed` runs when the stream ends, however it ends."""
+        if self.busy:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.upper} is already attached")
+        self.busy = True
+        try:
+            if first is not None:
+                yield first
+            async for resp in serve_bidi(requests, outgoing, on_request, wrap):
+                yield resp
+        except BadMessage as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        finally:
+            self.busy = False
+            if closed is not None:
+                closed()

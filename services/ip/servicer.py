@@ -12,7 +12,7 @@ from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import SkBuff
 from services.core.snmp import to_flat_dict
-from services.core.stream import BadMessage, BatchQueue, messages, serve_bidi
+from services.core.stream import AttachGate, BatchQueue, messages
 from services.ip.fib import InIfaddr
 from services.ip.layer import IpLayer, RouteError
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -27,7 +27,7 @@ class IpServicer(ip_pb2_grpc.IpServiceServicer):
         self.up: BatchQueue[SkBuff] = BatchQueue()
         self.down: BatchQueue[SkBuff] = BatchQueue()
         self.links_known = asyncio.Event()
-        self._attached = False
+        self.gate = AttachGate("a UDP layer")
 
     # The NIC side.
 
@@ -66,23 +66,17 @@ class IpServicer(ip_pb2_grpc.IpServiceServicer):
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        if self._attached:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a UDP layer is already attached")
-        self._attached = True
-        # The first message tells the caller the FIB generation even before any traffic.
-        yield ip_pb2.AttachResponse(fib_genid=self.layer.fib.genid)
-        try:
-            async for resp in serve_bidi(
-                request_iterator,
-                self.up,
-                self._transmit,
-                lambda b: ip_pb2.AttachResponse(skbs=skbs_to_proto(b), fib_genid=self.layer.fib.genid),
-            ):
-                yield resp
-        except BadMessage as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        finally:
-            self._attached = False
+        genid = self.layer.fib
+        async for resp in self.gate.serve(
+            context,
+            request_iterator,
+            self.up,
+            self._transmit,
+            lambda b: ip_pb2.AttachResponse(skbs=skbs_to_proto(b), fib_genid=genid.genid),
+            # The first message tells the caller the FIB generation before any traffic.
+            first=ip_pb2.AttachResponse(fib_genid=genid.genid),
+        ):
+            yield resp
 
     async def RouteOutput(
         self, request: ip_pb2.RouteOutputRequest, context: grpc.aio.ServicerContext

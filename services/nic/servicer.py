@@ -10,7 +10,7 @@ import grpc
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.server import Service, ServingStatus
 from services.core.skbuff import SkBuff
-from services.core.stream import BadMessage, BatchQueue, serve_bidi
+from services.core.stream import AttachGate, BatchQueue
 from services.nic.layer import NicLayer
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 
@@ -20,7 +20,7 @@ class NicServicer(nic_pb2_grpc.NicServiceServicer):
         self.layer = layer
         self.up: BatchQueue[SkBuff] = BatchQueue()
         self._kick = asyncio.Event()
-        self._attached = False
+        self.gate = AttachGate("an IP layer")
 
     def raise_softirq(self) -> None:
         self._kick.set()
@@ -47,21 +47,14 @@ class NicServicer(nic_pb2_grpc.NicServiceServicer):
     async def Attach(
         self, request_iterator: AsyncIterator[nic_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[nic_pb2.AttachResponse]:
-        if self._attached:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "an IP layer is already attached")
-        self._attached = True
-        try:
-            async for resp in serve_bidi(
-                request_iterator,
-                self.up,
-                self._transmit,
-                lambda batch: nic_pb2.AttachResponse(skbs=skbs_to_proto(batch)),
-            ):
-                yield resp
-        except BadMessage as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        finally:
-            self._attached = False
+        async for resp in self.gate.serve(
+            context,
+            request_iterator,
+            self.up,
+            self._transmit,
+            lambda batch: nic_pb2.AttachResponse(skbs=skbs_to_proto(batch)),
+        ):
+            yield resp
 
     async def ListLinks(
         self, request: nic_pb2.ListLinksRequest, context: grpc.aio.ServicerContext

@@ -12,11 +12,11 @@ import grpc
 
 from services.core import errno
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.skbuff import TraceStep, trace_to_proto
 from services.core.sockaddr import make_sockaddr_in
 from services.socket.files import UnknownProcess
 from services.socket.syscalls import MSG_TRUNC, SocketLayer
 from services.socket.udp_client import UdpClient
-from stackemu.skb.v1 import skb_pb2
 from stackemu.socket.v1 import socket_pb2 as pb
 from stackemu.socket.v1 import socket_pb2_grpc
 
@@ -102,21 +102,15 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
         async def body() -> pb.RecvMsgResponse:
             timeout = request.timeout_ns if request.HasField("timeout_ns") else None
             d = await self.layer.recvmsg(request.pid, request.fd, request.bufsize, request.flags, timeout)
-            trace = [
-                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns) for t in d.trace
-            ]
-            if trace:
-                trace.append(
-                    skb_pb2.TraceStep(
-                        func="sock_recvmsg", service="socket", host=self.hostname, ts_ns=time.time_ns()
-                    )
-                )
+            steps = list(d.trace)
+            if steps:
+                steps.append(TraceStep("sock_recvmsg", "socket", self.hostname, time.time_ns()))
             return pb.RecvMsgResponse(
                 data=d.data,
                 length=d.ulen if request.flags & MSG_TRUNC else len(d.data),
                 addr=make_sockaddr_in(d.saddr, d.sport),
                 msg_flags=d.msg_flags,
-                trace=trace,
+                trace=trace_to_proto(steps),
             )
 
         return await _syscall(context, lambda e: pb.RecvMsgResponse(errno=e), body)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from services.core import errno
-from services.core.skbuff import TraceStep
+from services.core.skbuff import trace_from_proto
 from services.core.stream import BatchQueue, messages
 from services.socket.proto import Datagram
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
@@ -105,7 +105,7 @@ class UdpClient:
             tos=r.tos,
             mark=r.mark,
             ifindex=r.ifindex,
-            trace=[TraceStep(t.func, t.service, t.host, t.ts_ns) for t in r.trace],
+            trace=trace_from_proto(r.trace),
         )
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:

@@ -11,9 +11,9 @@ import grpc
 from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
-from services.core.skbuff import Dst, SkBuff
+from services.core.skbuff import Dst, SkBuff, trace_to_proto
 from services.core.snmp import to_flat_dict
-from services.core.stream import BadMessage, BatchQueue, messages, serve_bidi
+from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.udp.layer import MSG_DONTWAIT, RecvResult, UdpLayer
 from services.udp.sock import TCP_ESTABLISHED, UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -44,10 +44,7 @@ def _recv_reply(call_id: int, r: RecvResult) -> udp_pb2.ProtoReply:
             tos=r.tos,
             mark=r.mark,
             ifindex=r.ifindex,
-            trace=[
-                skb_pb2.TraceStep(func=t.func, service=t.service, host=t.host, ts_ns=t.ts_ns)
-                for t in r.trace or ()
-            ],
+            trace=trace_to_proto(r.trace or ()),
         ),
     )
 
@@ -92,7 +89,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         self.down: BatchQueue[SkBuff] = BatchQueue()
         self.replies: BatchQueue[udp_pb2.ProtoReply] = BatchQueue()
         self._pending: dict[int, asyncio.Task[None]] = {}
-        self._attached = False
+        self.gate = AttachGate("a socket layer")
 
     # The IP side.
 
@@ -190,7 +187,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 del self._pending[call_id]
         # Only to the stream the call came on, while it lasts: a later caller must not
         # get it, as its call ids may repeat this one's.
-        if replies is self.replies and self._attached:
+        if replies is self.replies and self.gate.busy:
             await replies.put([reply])
         await self._flush_down()
 
@@ -208,24 +205,24 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     async def Attach(
         self, request_iterator: AsyncIterator[udp_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[udp_pb2.AttachResponse]:
-        if self._attached:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "a socket layer is already attached")
-        self._attached = True
-        # A fresh queue per stream (as attach_ip's): replies owed to a previous caller,
-        # such as the EINTR of a recvmsg its end abandoned, must not reach this one.
+        async for resp in self.gate.serve(
+            context,
+            request_iterator,
+            self.replies,
+            self._calls,
+            lambda b: udp_pb2.AttachResponse(replies=b),
+            closed=self._closed,
+        ):
+            yield resp
+
+    def _closed(self) -> None:
+        """The caller went away: abandon its pending calls, and give the next caller a
+        fresh reply queue, so that replies owed to this one (the EINTR of a recvmsg its
+        end abandoned) cannot reach it, whose call ids may repeat these."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        self._pending.clear()
         self.replies = BatchQueue()
-        try:
-            async for resp in serve_bidi(
-                request_iterator, self.replies, self._calls, lambda b: udp_pb2.AttachResponse(replies=b)
-            ):
-                yield resp
-        except BadMessage as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        finally:
-            self._attached = False
-            for task in list(self._pending.values()):
-                task.cancel()
-            self._pending.clear()
 
     async def GetStats(
         self, request: udp_pb2.GetStatsRequest, context: grpc.aio.ServicerContext

@@ -22,7 +22,7 @@ from typing import Any, Self, TypeVar
 import grpc
 
 from services.core import errno as _errno
-from services.core.skbuff import TraceStep
+from services.core.skbuff import TraceStep, trace_from_proto
 from services.core.sockaddr import AF_INET as _AF_INET
 from services.core.sockaddr import make_sockaddr_in, parse_sockaddr_in
 from stackemu import state as _state
@@ -286,7 +286,7 @@ class socket:  # type: ignore[no-redef]
             if resp.errno == _errno.EAGAIN and self._timeout:
                 raise TimeoutError("timed out")
             _raise(resp.errno)
-        self.emu_last_trace = [TraceStep(t.func, t.service, t.host, t.ts_ns) for t in resp.trace]
+        self.emu_last_trace = trace_from_proto(resp.trace)
         return resp
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:

@@ -699,7 +699,7 @@ async def test_a_new_stream_gets_no_replies_owed_to_the_old_one() -> None:
         waiting = h.sock.start(sk, recvmsg=udp_pb2.RecvmsgOp(len=100, timeout_ns=-1))
         await eventually(lambda: waiting in servicer._pending, "the recvmsg to wait")
         await h.sock.close()
-        await eventually(lambda: not servicer._attached and not servicer._pending, "the stream to end")
+        await eventually(lambda: not servicer.gate.busy and not servicer._pending, "the stream to end")
         # The new socket layer numbers its calls from 1 again: the old stream's
         # abandoned recvmsg (its EINTR) must not answer this stream's call of that id.
         sock = h.reattach()
