@@ -7,28 +7,11 @@ in-process UDP layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.core.skbuff import TraceStep
+from services.core.datagram import Datagram
 
-
-@dataclass(slots=True)
-class Datagram:
-    """What udp_recvmsg returns to the socket layer."""
-
-    data: bytes
-    ulen: int
-    msg_flags: int
-    saddr: int
-    sport: int
-    daddr: int = 0
-    tstamp: int = 0
-    ttl: int = 0
-    tos: int = 0
-    mark: int = 0
-    ifindex: int = 0
-    trace: list[TraceStep] = field(default_factory=list)
+__all__ = ["Datagram", "UdpProto"]
 
 
 class UdpProto(Protocol):

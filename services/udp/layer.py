@@ -12,17 +12,16 @@ import asyncio
 import itertools
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from services.core import errno
 from services.core.checksum import csum_partial, csum_tcpudp_magic
+from services.core.datagram import Datagram
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.skbuff import (
     CHECKSUM_UNNECESSARY,
     Dst,
     IpCork,
     SkBuff,
-    TraceStep,
     alloc_skb,
 )
 from services.core.snmp import SnmpMib
@@ -61,22 +60,6 @@ IP_MAX_MTU = 0xFFFF
 CHECKSUM_BREAK = 76
 
 RouteOutput = Callable[[int, int, int], Awaitable[tuple[Dst, int, int]]]
-
-
-@dataclass(slots=True)
-class RecvResult:
-    data: bytes
-    ulen: int
-    msg_flags: int
-    saddr: int
-    sport: int
-    daddr: int
-    tstamp: int
-    ttl: int
-    tos: int
-    mark: int
-    ifindex: int
-    trace: list[TraceStep] | None
 
 
 class UdpLayer:
@@ -370,7 +353,7 @@ class UdpLayer:
         seg = skb.linear()
         return csum_tcpudp_magic(saddr, daddr, len(seg), IPPROTO_UDP, csum_partial(seg)) == 0
 
-    async def recvmsg(self, s: UdpSock, length: int, flags: int, timeout_ns: int) -> RecvResult:
+    async def recvmsg(self, s: UdpSock, length: int, flags: int, timeout_ns: int) -> Datagram:
         """udp_recvmsg(): the first datagram, waiting up to timeout_ns (negative: no limit)
         unless MSG_DONTWAIT. A datagram whose checksum fails is dropped here, where the
         kernel verifies it, and the next one is taken."""
@@ -425,7 +408,7 @@ class UdpLayer:
             copied = min(length, ulen)
             msg_flags = MSG_TRUNC if copied < ulen else 0
             uh = UdpPacket(skb.linear())
-            return RecvResult(
+            return Datagram(
                 data=bytes(payload[:copied]),
                 ulen=ulen,
                 msg_flags=msg_flags,
@@ -437,5 +420,5 @@ class UdpLayer:
                 tos=iph.tos,
                 mark=skb.mark,
                 ifindex=skb.skb_iif,
-                trace=skb.trace,
+                trace=skb.trace or [],
             )

@@ -10,11 +10,12 @@ import grpc
 
 from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
+from services.core.datagram import Datagram
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import Dst, SkBuff, trace_to_proto
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
-from services.udp.layer import MSG_DONTWAIT, RecvResult, UdpLayer
+from services.udp.layer import MSG_DONTWAIT, UdpLayer
 from services.udp.sock import TCP_ESTABLISHED, UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
@@ -29,7 +30,7 @@ def _reply_error(call_id: int, err: OSError) -> udp_pb2.ProtoReply:
     return udp_pb2.ProtoReply(id=call_id, errno=err.errno or errno.EINVAL)
 
 
-def _recv_reply(call_id: int, r: RecvResult) -> udp_pb2.ProtoReply:
+def _recv_reply(call_id: int, r: Datagram) -> udp_pb2.ProtoReply:
     return udp_pb2.ProtoReply(
         id=call_id,
         recvmsg=udp_pb2.RecvmsgResult(
@@ -44,7 +45,7 @@ def _recv_reply(call_id: int, r: RecvResult) -> udp_pb2.ProtoReply:
             tos=r.tos,
             mark=r.mark,
             ifindex=r.ifindex,
-            trace=trace_to_proto(r.trace or ()),
+            trace=trace_to_proto(r.trace),
         ),
     )
 

@@ -489,21 +489,7 @@ class LoopbackUdp:
             self.layer.udp_rcv(skb)
 
     async def recvmsg(self, sk: int, length: int, flags: int, timeout_ns: int) -> Datagram:
-        r = await self.layer.recvmsg(self.layer.sock(sk), length, flags, timeout_ns)
-        return Datagram(
-            data=r.data,
-            ulen=r.ulen,
-            msg_flags=r.msg_flags,
-            saddr=r.saddr,
-            sport=r.sport,
-            daddr=r.daddr,
-            tstamp=r.tstamp,
-            ttl=r.ttl,
-            tos=r.tos,
-            mark=r.mark,
-            ifindex=r.ifindex,
-            trace=r.trace or [],
-        )
+        return await self.layer.recvmsg(self.layer.sock(sk), length, flags, timeout_ns)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
         # As UdpServicer answers GetnameOp (inet_getname).
