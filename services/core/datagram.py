@@ -3,9 +3,10 @@ socket layer needs to build the receive cmsgs (__sock_recv_timestamp, ip_cmsg_re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from services.core.skbuff import TraceStep
+from services.core.skbuff import TraceStep, trace_from_proto, trace_to_proto
+from stackemu.udp.v1 import udp_pb2
 
 
 @dataclass(slots=True)
@@ -23,3 +24,15 @@ class Datagram:
     mark: int = 0
     ifindex: int = 0
     trace: list[TraceStep] = field(default_factory=list)
+
+
+# Every field but the trace has the same name in udp.v1.RecvmsgResult.
+_SCALARS = tuple(f.name for f in fields(Datagram) if f.name != "trace")
+
+
+def datagram_to_proto(d: Datagram) -> udp_pb2.RecvmsgResult:
+    return udp_pb2.RecvmsgResult(**{n: getattr(d, n) for n in _SCALARS}, trace=trace_to_proto(d.trace))
+
+
+def datagram_from_proto(m: udp_pb2.RecvmsgResult) -> Datagram:
+    return Datagram(**{n: getattr(m, n) for n in _SCALARS}, trace=trace_from_proto(m.trace))

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from services.core import errno
-from services.core.skbuff import trace_from_proto
+from services.core.datagram import datagram_from_proto
 from services.core.stream import BatchQueue, messages
 from services.socket.proto import Datagram
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
@@ -92,21 +92,7 @@ class UdpClient:
         reply = await self._call(
             sk, recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns)
         )
-        r = reply.recvmsg
-        return Datagram(
-            data=r.data,
-            ulen=r.ulen,
-            msg_flags=r.msg_flags,
-            saddr=r.saddr,
-            sport=r.sport,
-            daddr=r.daddr,
-            tstamp=r.tstamp,
-            ttl=r.ttl,
-            tos=r.tos,
-            mark=r.mark,
-            ifindex=r.ifindex,
-            trace=trace_from_proto(r.trace),
-        )
+        return datagram_from_proto(reply.recvmsg)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
         reply = await self._call(sk, getname=udp_pb2.GetnameOp(peer=peer))

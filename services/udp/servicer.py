@@ -10,9 +10,9 @@ import grpc
 
 from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
-from services.core.datagram import Datagram
+from services.core.datagram import Datagram, datagram_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
-from services.core.skbuff import Dst, SkBuff, trace_to_proto
+from services.core.skbuff import Dst, SkBuff
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.udp.layer import MSG_DONTWAIT, UdpLayer
@@ -31,23 +31,7 @@ def _reply_error(call_id: int, err: OSError) -> udp_pb2.ProtoReply:
 
 
 def _recv_reply(call_id: int, r: Datagram) -> udp_pb2.ProtoReply:
-    return udp_pb2.ProtoReply(
-        id=call_id,
-        recvmsg=udp_pb2.RecvmsgResult(
-            data=r.data,
-            ulen=r.ulen,
-            msg_flags=r.msg_flags,
-            saddr=r.saddr,
-            sport=r.sport,
-            daddr=r.daddr,
-            tstamp=r.tstamp,
-            ttl=r.ttl,
-            tos=r.tos,
-            mark=r.mark,
-            ifindex=r.ifindex,
-            trace=trace_to_proto(r.trace),
-        ),
-    )
+    return udp_pb2.ProtoReply(id=call_id, recvmsg=datagram_to_proto(r))
 
 
 class IpRoutes:
