@@ -8,6 +8,7 @@ the backpressure: a producer awaits space instead of buffering without limit.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -23,39 +24,91 @@ QUEUE_BATCHES = 64
 MAX_ITEMS_PER_MESSAGE = 256
 
 
+class StreamEnded(Exception):
+    """The stream a queue was feeding is gone; its writer stops."""
+
+
 class BatchQueue(Generic[T]):
+    """A bounded deque of batches with one consumer. Cheaper than asyncio.Queue on this
+    path, and interruptible: interrupt() ends the consumer's current or next get()."""
+
     def __init__(self, max_batches: int = QUEUE_BATCHES) -> None:
-        self._q: asyncio.Queue[list[T]] = asyncio.Queue(max_batches)
+        self._batches: deque[list[T]] = deque()
+        self._max = max_batches
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._interrupt: BaseException | None = None
+
+    def _wake_getter(self) -> None:
+        g = self._getter
+        if g is not None and not g.done():
+            g.set_result(None)
 
     async def put(self, batch: list[T]) -> None:
-        if batch:
-            await self._q.put(batch)
+        """Queue a batch, waiting while max_batches are already queued."""
+        if not batch:
+            return
+        while len(self._batches) >= self._max:
+            fut = asyncio.get_running_loop().create_future()
+            self._putters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+        self._batches.append(batch)
+        self._wake_getter()
 
     def put_nowait(self, batch: list[T]) -> bool:
         """Queue without waiting; False when full (the caller counts the drop)."""
         if not batch:
             return True
-        try:
-            self._q.put_nowait(batch)
-        except asyncio.QueueFull:
+        if len(self._batches) >= self._max:
             return False
+        self._batches.append(batch)
+        self._wake_getter()
         return True
 
     async def get(self) -> list[T]:
         """Wait for one batch, then take every batch already waiting, up to the limit."""
-        items = await self._q.get()
-        while len(items) < MAX_ITEMS_PER_MESSAGE and not self._q.empty():
-            items.extend(self._q.get_nowait())
+        while not self._batches:
+            if self._interrupt is not None:
+                exc, self._interrupt = self._interrupt, None
+                raise exc
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        items = self._batches.popleft()
+        while len(items) < MAX_ITEMS_PER_MESSAGE and self._batches:
+            items.extend(self._batches.popleft())
+        while self._putters and len(self._batches) < self._max:
+            p = self._putters.popleft()
+            if not p.done():
+                p.set_result(None)
         return items
 
+    def interrupt(self, exc: BaseException) -> None:
+        """End the consumer's get() with exc: now if it is waiting, else at its next
+        get() that finds the queue empty."""
+        self._interrupt = exc
+        self._wake_getter()
+
+    def clear_interrupt(self) -> None:
+        self._interrupt = None
+
     def drain(self) -> list[T]:
-        items: list[T] = []
-        while not self._q.empty():
-            items.extend(self._q.get_nowait())
+        items = [x for batch in self._batches for x in batch]
+        self._batches.clear()
+        while self._putters:
+            p = self._putters.popleft()
+            if not p.done():
+                p.set_result(None)
         return items
 
     def qsize(self) -> int:
-        return self._q.qsize()
+        return len(self._batches)
 
 
 async def messages(queue: BatchQueue[T], wrap: Callable[[list[T]], M]) -> AsyncIterator[M]:
@@ -81,23 +134,30 @@ async def serve_bidi(
 ) -> AsyncIterator[Resp]:
     """The server half of an Attach stream: read requests into on_request while sending
     whatever the layer queues on `outgoing`. Ends when the peer closes; a BadMessage
-    from on_request propagates (the servicer turns it into INVALID_ARGUMENT)."""
+    from on_request propagates (the caller turns it into INVALID_ARGUMENT)."""
+    outgoing.clear_interrupt()
+    failure: list[BaseException] = []
 
     async def read() -> None:
-        async for req in requests:
-            await on_request(req)
+        try:
+            async for req in requests:
+                await on_request(req)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:
+            failure.append(err)
+        outgoing.interrupt(StreamEnded())
 
     reader = asyncio.create_task(read())
     try:
         while True:
-            getter = asyncio.create_task(outgoing.get())
-            done, _ = await asyncio.wait({reader, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                yield wrap(getter.result())
-                continue
-            getter.cancel()
-            reader.result()  # re-raises BadMessage or a stream error
-            return
+            try:
+                batch = await outgoing.get()
+            except StreamEnded:
+                if failure:
+                    raise failure[0] from None
+                return
+            yield wrap(batch)
     finally:
         reader.cancel()
 
