@@ -162,15 +162,6 @@ async def serve_bidi(
         reader.cancel()
 
 
-async def run_bidi(
-    call: AsyncIterator[Resp],
-    on_response: Callable[[Resp], Awaitable[None]],
-) -> None:
-    """The client half: feed each response to on_response until the stream ends."""
-    async for resp in call:
-        await on_response(resp)
-
-
 class AttachGate:
     """Admits one caller at a time to a layer's Attach stream: a host has one layer
     above each layer, and a second would steal its traffic."""

@@ -42,11 +42,14 @@ class IpRoutes:
         self.stub: ip_pb2_grpc.IpServiceStub | None = None
         self.genid = 0
         self._cache: dict[tuple[int, int, int], tuple[Dst, int, int]] = {}
+        self.on_genid: Callable[[int], None] | None = None
 
     def set_genid(self, genid: int) -> None:
         if genid != self.genid:
             self.genid = genid
             self._cache.clear()
+            if self.on_genid is not None:
+                self.on_genid(genid)
 
     async def __call__(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int, int]:
         key = (daddr, saddr, oif)
@@ -71,10 +74,16 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     def __init__(self, layer: UdpLayer, routes: IpRoutes) -> None:
         self.layer = layer
         self.routes = routes
+        # The layer's connected-socket routes and this cache follow one FIB generation,
+        # whichever message (Attach or RouteOutput) brings news of it.
+        routes.on_genid = self._fib_changed
         self.down: BatchQueue[SkBuff] = BatchQueue()
         self.replies: BatchQueue[udp_pb2.ProtoReply] = BatchQueue()
         self._pending: dict[int, asyncio.Task[None]] = {}
         self.gate = AttachGate("a socket layer")
+
+    def _fib_changed(self, genid: int) -> None:
+        self.layer.fib_genid = genid
 
     # The IP side.
 
@@ -86,7 +95,6 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         first = True
         async for resp in call:
             self.routes.set_genid(resp.fib_genid)
-            self.layer.fib_genid = resp.fib_genid
             if first:
                 self.routes.stub = stub
                 await on_ready()
