@@ -28,6 +28,21 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
     touch .venv/.installed
 fi
 
+# tcpdump and tshark read the pcap files `stackemu tcpdump -w` writes (a test reads one
+# back with tshark). wireshark-common asks whether non-root users may capture: no.
+missing=()
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+        apt_install "${missing[@]}"
+    else
+        # Only the pcap read-back test needs them; it skips and says why.
+        echo "bootstrap: ${missing[*]} not installed (run as root to install them from apt)" >&2
+    fi
+fi
+
 if ! command -v npm >/dev/null 2>&1; then
     apt_install nodejs npm
 fi

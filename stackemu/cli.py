@@ -8,6 +8,7 @@ import sys
 import click
 
 from stackemu import launcher, state
+from stackemu.tools.common import run_tool
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +21,13 @@ def main() -> None:
       stackemu demo        send a datagram through every layer and show its path
       stackemu status      every service's address and health
       stackemu down        stop everything
+
+    \b
+    The NIC layer's tools, shaped like the real ones (--host NAME, or HOST:DEV):
+      stackemu ip -s link show eth0            stackemu ip neigh
+      stackemu ethtool -k eth0                 stackemu tc qdisc show dev eth0
+      stackemu sysctl net.core.netdev_budget   stackemu tcpdump -i bob:eth0 -w x.pcap
+      stackemu hwstamp_ctl -i eth0 -t 1 -r 1
     """
 
 
@@ -71,3 +79,128 @@ def demo(host: str | None) -> None:
         run(host, click.echo)
     except state.NoStack as err:
         raise click.ClickException(str(err)) from None
+
+
+# The tools parse their own arguments the way the real ones do; only --host is click's.
+_TOOL = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
+_HOST_HELP = "Host whose NIC to use (default STACKEMU_HOST or alice); HOST:DEV names one too."
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ip(host: str | None, args: tuple[str, ...]) -> None:
+    """iproute2's `ip link` and `ip neigh` on an emulated host.
+
+    \b
+    stackemu ip [-s[tatistics]] link [show [dev] [HOST:]DEV] [up]
+    stackemu ip link set [dev] [HOST:]DEV [up|down] [mtu N] [promisc on|off]
+                         [txqueuelen N] [rps_cpus HEXMASK]
+    stackemu ip neigh [show] [dev DEV] [nud STATE] [PREFIX]
+    stackemu ip neigh add|replace|change ADDR lladdr MAC dev DEV
+                         [nud permanent|reachable|stale|noarp]
+    stackemu ip neigh del ADDR dev DEV
+    stackemu ip neigh flush dev DEV | all
+
+    \b
+    rps_cpus is the emulator's stand-in for writing the hex CPU mask to
+    /sys/class/net/DEV/queues/rx-0/rps_cpus (Receive Packet Steering):
+    `stackemu ip link set eth0 rps_cpus 3` spreads eth0's receive work over CPUs 0-1.
+    """
+    from stackemu.tools import iproute
+
+    run_tool(iproute.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tc(host: str | None, args: tuple[str, ...]) -> None:
+    """iproute2's `tc qdisc` for the root netem qdisc of an emulated device.
+
+    \b
+    stackemu tc [-s] qdisc show [dev [HOST:]DEV]
+    stackemu tc qdisc add|replace|change dev DEV root netem [limit N]
+        [delay TIME [JITTER]] [loss PCT] [duplicate PCT] [reorder PCT [gap N]]
+        [corrupt PCT] [rate RATE] [seed N]
+    stackemu tc qdisc del dev DEV root
+
+    \b
+    TIME is tc's: 10ms, 100us, 1s (a bare number is microseconds). PCT is a
+    percentage, 5% or 5. RATE is tc's: bit kbit mbit gbit (and Kibit...) are bits
+    per second, Bps KBps MBps GBps are BYTES per second.
+    """
+    from stackemu.tools import tc as tool
+
+    run_tool(tool.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ethtool(host: str | None, args: tuple[str, ...]) -> None:
+    """ethtool on an emulated device.
+
+    \b
+    stackemu ethtool [HOST:]DEV                     link detected yes/no
+    stackemu ethtool -g|--show-ring DEV
+    stackemu ethtool -G|--set-ring DEV [rx N] [tx N]
+    stackemu ethtool -c|--show-coalesce DEV
+    stackemu ethtool -C|--coalesce DEV [rx-usecs N] [rx-frames N]
+    stackemu ethtool -k|--show-features DEV
+    stackemu ethtool -K|--features DEV NAME on|off ...
+    stackemu ethtool -S|--statistics DEV
+    stackemu ethtool -T|--show-time-stamping DEV
+    """
+    from stackemu.tools import ethtool as tool
+
+    run_tool(tool.main, host, args)
+
+
+@main.command(name="hwstamp_ctl", context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def hwstamp_ctl(host: str | None, args: tuple[str, ...]) -> None:
+    """linuxptp's hwstamp_ctl: a device's hardware time stamping (SIOCSHWTSTAMP).
+
+    \b
+    stackemu hwstamp_ctl -i [HOST:]DEV [-t 0|1] [-r 0..14]
+    """
+    from stackemu.tools import hwstamp
+
+    run_tool(hwstamp.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sysctl(host: str | None, args: tuple[str, ...]) -> None:
+    """procps sysctl for the NIC layer's net.core.* sysctls.
+
+    \b
+    stackemu sysctl [-n] [-N] [-e] NAME ...
+    stackemu sysctl -a
+    stackemu sysctl [-q] -w NAME=VALUE ...
+    """
+    from stackemu.tools import sysctl as tool
+
+    run_tool(tool.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tcpdump(host: str | None, args: tuple[str, ...]) -> None:
+    """tcpdump on an emulated device's packet taps.
+
+    \b
+    stackemu tcpdump [-e] [-n] [-c COUNT] [-i [HOST:]DEV|any] [-w FILE]
+
+    \b
+    Lines are tcpdump -n's; -w writes a pcap file (nanosecond timestamps, Ethernet)
+    for tcpdump -r, tshark or Wireshark. Ctrl-C stops and prints the counts.
+    Capture filter expressions come with the observability work (not built yet).
+    """
+    from stackemu.tools import tcpdump as tool
+
+    run_tool(tool.main, host, args)

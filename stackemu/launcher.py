@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.nic.tap import netns_exists, netns_remove
 from stackemu import state
-from stackemu.topology import HOSTS, LAYERS, ports
+from stackemu.topology import HOSTS, LAYERS, TAP_DEV, TAP_HOST, TAP_KERNEL_ADDR, ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UP_TIMEOUT = 30.0
@@ -71,7 +72,10 @@ def running() -> dict[str, Any] | None:
     return data if any(_alive(p) for p in pids) else None
 
 
-def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
+def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -> dict[str, Any]:
+    """Start alice and bob, their NICs joined by a wire; with `tap`, alice's eth1 is
+    attached to a TAP device of that name whose kernel side lives in a network
+    namespace of the same name (root only)."""
     if running() is not None:
         raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
     base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
@@ -84,7 +88,9 @@ def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
         )
     logdir = state.state_dir() / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"base_port": base, "hosts": {}}
+    if tap is not None:
+        _check_tap(tap)
+    data: dict[str, Any] = {"base_port": base, "hosts": {}, "tap": tap}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for spec in HOSTS:
@@ -94,9 +100,16 @@ def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
                 "PYTHONPATH": str(REPO_ROOT),
                 "STACKEMU_HOSTNAME": spec.name,
             }
+            with_tap = tap is not None and spec.name == TAP_HOST
+            nic_env = {
+                "STACKEMU_LINKS": spec.links(with_tap),
+                "STACKEMU_WIRES": f"eth0=127.0.0.1:{layout[spec.peer]['nic']}/eth0",
+            }
+            if with_tap:
+                nic_env["STACKEMU_TAP"] = f"{TAP_DEV}={tap}@{TAP_KERNEL_ADDR}"
             envs = {
-                "nic": {"STACKEMU_LINKS": spec.links()},
-                "ip": {"STACKEMU_NIC": f"127.0.0.1:{p['nic']}", "STACKEMU_ADDRS": spec.addrs()},
+                "nic": nic_env,
+                "ip": {"STACKEMU_NIC": f"127.0.0.1:{p['nic']}", "STACKEMU_ADDRS": spec.addrs(with_tap)},
                 "udp": {"STACKEMU_IP": f"127.0.0.1:{p['ip']}"},
                 "socket": {"STACKEMU_UDP": f"127.0.0.1:{p['udp']}"},
             }
@@ -126,6 +139,8 @@ def up(base_port: int | None = None, log: Any = print) -> dict[str, Any]:
         for proc in procs:
             proc.wait()
         state.remove()
+        if tap is not None:
+            netns_remove(tap)
         raise
     for name, host in data["hosts"].items():
         log(f"{name}: " + ", ".join(f"{layer} {host[layer]['addr']}" for layer in LAYERS))
@@ -183,8 +198,22 @@ def down(log: Any = print) -> bool:
             except ProcessLookupError:
                 pass
     state.remove()
+    if data.get("tap"):
+        # The TAP device went with the NIC's file descriptor; its namespace is ours.
+        netns_remove(data["tap"])
     log(f"stopped {len(pids)} services")
     return True
+
+
+def _check_tap(name: str) -> None:
+    if os.geteuid() != 0:
+        raise LaunchError("--tap needs root: it creates a TAP device and a network namespace")
+    if not 0 < len(name) <= 15 or "/" in name or any(c.isspace() for c in name):
+        raise LaunchError(f"--tap {name!r}: a device name is 1..15 characters without '/' or spaces")
+    if not Path("/dev/net/tun").exists():
+        raise LaunchError("--tap: /dev/net/tun is missing (modprobe tun)")
+    if netns_exists(name):
+        raise LaunchError(f"--tap {name}: network namespace {name!r} already exists; remove it first")
 
 
 def status() -> list[dict[str, str]]:

@@ -37,7 +37,8 @@ CHECKSUM_UNNECESSARY = 1
 CHECKSUM_COMPLETE = 2
 CHECKSUM_PARTIAL = 3
 
-SKB_GSO_UDP_L4 = 1 << 16
+# include/linux/skbuff.h: SKB_GSO_UDP (UFO, gone) kept 1 << 16; UDP_L4 is 1 << 17.
+SKB_GSO_UDP_L4 = 1 << 17
 
 
 class SkbError(ValueError):

@@ -81,8 +81,13 @@ class IpLayer:
         self._ident_ts = [0] * IP_IDENTS_SZ
 
     def set_links(self, links: Iterable[tuple[int, int]]) -> None:
-        """The devices (ifindex, mtu) as the NIC reports them."""
-        self.mtus = dict(links)
+        """The devices (ifindex, mtu) as the NIC reports them, all at attach and then
+        those that changed. fib_netdev_event(NETDEV_CHANGEMTU) → rt_cache_flush():
+        routes cached above carry the old MTU, so the generation moves on."""
+        changed = {i: m for i, m in links if self.mtus.get(i) != m}
+        if changed and self.mtus:
+            self.fib.genid += 1
+        self.mtus.update(changed)
 
     def add_address(self, ifa: InIfaddr) -> None:
         self.fib.add_ifaddr(ifa, loopback=ifa.ifindex == self.fib.loopback_ifindex)

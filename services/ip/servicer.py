@@ -45,14 +45,31 @@ class IpServicer(ip_pb2_grpc.IpServiceServicer):
         # A fresh queue per stream: a failed stream's request iterator may still be
         # waiting on the old one and must not take skbs meant for the new stream.
         self.down = BatchQueue()
-        call = stub.Attach(messages(self.down, lambda b: nic_pb2.AttachRequest(skbs=skbs_to_proto(b))))
+        call = stub.Attach(self._nic_requests(self.down))
         await on_ready()  # type: ignore[misc]
         async for resp in call:
             layer = self.layer
+            if resp.links:
+                # The netdevice notifier (NETDEV_CHANGEMTU, UP, DOWN): routes through a
+                # device take its new MTU.
+                layer.set_links((link.ifindex, link.mtu) for link in resp.links)
             for skb in skbs_from_proto(resp.skbs, layer.drops, "ip_rcv"):
                 layer.ip_rcv(skb)
             batch, layer.to_transport = layer.to_transport, []
             await self.up.put(batch)
+
+    async def _nic_requests(self, down: BatchQueue[SkBuff]) -> AsyncIterator[nic_pb2.AttachRequest]:
+        """The host's addresses first (ARP answers for them), then transmit batches."""
+        yield nic_pb2.AttachRequest(
+            addrs=nic_pb2.InetAddrs(
+                addrs=[
+                    nic_pb2.InetAddr(ifindex=ifa.ifindex, address=ifa.address, prefixlen=ifa.prefixlen)
+                    for ifa in self.layer.fib.ifaddrs
+                ]
+            )
+        )
+        async for msg in messages(down, lambda b: nic_pb2.AttachRequest(skbs=skbs_to_proto(b))):
+            yield msg
 
     # The UDP side.
 

@@ -3,17 +3,49 @@
 STACKEMU_HOSTNAME  the host's name (alice)
 STACKEMU_LISTEN    host:port to serve on
 STACKEMU_LINKS     Ethernet devices besides lo: eth0=02:00:0a:00:00:01,...
+STACKEMU_WIRES     point-to-point wires to other hosts' NICs: eth0=127.0.0.1:50110/eth0,...
+                   (our device = the peer NIC's address / the peer's device)
+STACKEMU_TAP       attach a device to a Linux TAP device moved into a network namespace
+                   of the same name: eth1=NAME or eth1=NAME@10.99.0.1/24 (the kernel
+                   side's address; that is the default)
 STACKEMU_NCPUS     emulated CPUs, each with its own backlog (default 1)
 """
 
 from __future__ import annotations
 
-from services.core.config import env_addr, env_int, env_links, env_str
+import os
+
+from services.core.config import ConfigError, env_addr, env_int, env_links, env_str
 from services.core.server import serve
 from services.core.sysctl import Sysctl
 from services.nic.device import ether_dev, loopback_dev
 from services.nic.layer import NicLayer
 from services.nic.servicer import NicService
+
+TAP_KERNEL_ADDR = "10.99.0.1/24"
+
+
+def env_wires(name: str) -> list[tuple[str, str, str]]:
+    wires = []
+    for item in filter(None, os.environ.get(name, "").split(",")):
+        ifname, sep, rest = item.partition("=")
+        peer, slash, peer_dev = rest.rpartition("/")
+        _, colon, port = peer.rpartition(":")
+        if not sep or not ifname or not slash or not peer_dev or not colon or not port.isdigit():
+            raise ConfigError(f"{name}: {item!r} is not IFNAME=HOST:PORT/PEER_IFNAME")
+        wires.append((ifname, peer, peer_dev))
+    return wires
+
+
+def env_tap(name: str) -> tuple[str, str, str] | None:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return None
+    ifname, sep, rest = raw.partition("=")
+    tap, _, addr = rest.partition("@")
+    if not sep or not ifname or not tap or len(tap) > 15 or "/" in tap:
+        raise ConfigError(f"{name}: {raw!r} is not IFNAME=TAPNAME[@ADDRESS/PREFIXLEN]")
+    return ifname, tap, addr or TAP_KERNEL_ADDR
 
 
 def make_service() -> NicService:
@@ -23,7 +55,7 @@ def make_service() -> NicService:
     layer = NicLayer(
         env_str("STACKEMU_HOSTNAME"), devices, Sysctl(), ncpus=env_int("STACKEMU_NCPUS", 1, 1, 64)
     )
-    return NicService(layer)
+    return NicService(layer, env_wires("STACKEMU_WIRES"), env_tap("STACKEMU_TAP"))
 
 
 if __name__ == "__main__":

@@ -1,29 +1,135 @@
-"""gRPC adapter for the NIC layer: the Attach stream to IP and the control RPCs."""
+"""gRPC adapter for the NIC layer: the Attach stream to IP, the links (a wire to a peer
+NIC, a TAP device), the packet-tap stream, the control RPCs, and the asyncio side of
+the softirq and the timers (interrupt coalescing, netem, ARP)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 
+from services.core.config import ConfigError
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
-from services.core.server import Service, ServingStatus
+from services.core.dropreason import SkbDropReason
+from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus
 from services.core.skbuff import SkBuff
 from services.core.stream import AttachGate, BatchQueue
+from services.nic.capture import Tap
+from services.nic.control import NicControl, link_to_proto
+from services.nic.device import KIND_TAP, KIND_WIRE, NetDevice
 from services.nic.layer import NicLayer
+from services.nic.tap import TapLink
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 
+log = logging.getLogger(__name__)
 
-class NicServicer(nic_pb2_grpc.NicServiceServicer):
+# How long a wire waits for its peer before trying again (capped backoff).
+WIRE_BACKOFF_MAX = 1.0
+
+
+@dataclass(slots=True)
+class TxStamp:
+    skb: SkBuff
+    tstype: int
+
+
+@dataclass(slots=True)
+class LinkChange:
+    link: nic_pb2.Link
+
+
+UpItem = SkBuff | TxStamp | LinkChange
+
+
+def _up_message(batch: list[UpItem]) -> nic_pb2.AttachResponse:
+    resp = nic_pb2.AttachResponse(skbs=skbs_to_proto([x for x in batch if isinstance(x, SkBuff)]))
+    for x in batch:
+        if isinstance(x, TxStamp):
+            resp.tx_timestamps.append(nic_pb2.TxTimestamp(skb=x.skb.to_proto(), tstype=x.tstype))
+        elif isinstance(x, LinkChange):
+            resp.links.append(x.link)
+    return resp
+
+
+class NicServicer(NicControl):
     def __init__(self, layer: NicLayer) -> None:
         self.layer = layer
-        self.up: BatchQueue[SkBuff] = BatchQueue()
+        self.up: BatchQueue[UpItem] = BatchQueue()
         self._kick = asyncio.Event()
         self.gate = AttachGate("an IP layer")
+        self.taps: dict[int, TapLink] = {}
+        self.wire_ready: dict[int, asyncio.Event] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
 
-    def raise_softirq(self) -> None:
-        self._kick.set()
+    # The softirq, timers and links: everything after an event runs through kick().
+
+    def kick(self) -> None:
+        """Act on what the last event left: raise the softirq, hand TX frames to the
+        links, pass notifications up, and arm the next timer."""
+        layer = self.layer
+        if layer.softirq_pending():
+            self._kick.set()
+        for ifindex, ready in self.wire_ready.items():
+            if layer.tx_ring[ifindex]:
+                ready.set()
+        for ifindex, link in self.taps.items():
+            dev = layer.devices[ifindex]
+            frames = layer.take_tx(dev)
+            sent = sum(link.xmit(f) for f in frames)
+            if sent < len(frames):
+                dev.stats.tx_dropped += len(frames) - sent
+                layer.drops.drop(SkbDropReason.FULL_RING, "tun write", len(frames) - sent)
+            if not link.carrier:
+                layer.set_carrier(dev, False)
+        self._notify()
+        self._arm_timer()
+
+    def changed(self) -> None:
+        self.kick()
+
+    def _notify(self) -> None:
+        layer = self.layer
+        items: list[UpItem] = []
+        if layer.tx_timestamps:
+            items += [TxStamp(skb, t) for skb, t in layer.tx_timestamps]
+            layer.tx_timestamps = []
+        if layer.link_events:
+            items += [LinkChange(link_to_proto(layer, layer.devices[i])) for i in sorted(layer.link_events)]
+            layer.link_events = set()
+        if items and not self.up.put_nowait(items):
+            # IP is not reading: the notifications are lost, not queued without bound.
+            log.warning("up queue full, %d notifications lost", len(items))
+
+    def _arm_timer(self) -> None:
+        layer = self.layer
+        deadlines = [layer.next_irq_deadline(), layer.next_netem_deadline()]
+        neigh = layer.neigh.next_timer()
+        if neigh is not None:
+            deadlines.append(int(neigh * 1e9))
+        due = [t for t in deadlines if t is not None]
+        if not due:
+            return
+        at = min(due)
+        if self._timer is not None and not self._timer.cancelled() and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        delay = max(0.0, (at - layer.mono()) / 1e9)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        layer = self.layer
+        layer.check_irqs()
+        for ifindex in list(layer.netem):
+            layer.netem_run(layer.devices[ifindex])
+        layer.neigh.run_timers()
+        self.kick()
 
     async def softirq(self) -> None:
         """The NET_RX softirq (ksoftirqd): poll until no work is left, yielding to the
@@ -34,58 +140,151 @@ class NicServicer(nic_pb2_grpc.NicServiceServicer):
             more = True
             while more:
                 batch, more = self.layer.poll()
-                await self.up.put(batch)
+                self.kick()
+                await self.up.put(list(batch))
                 if more:
                     await asyncio.sleep(0)
 
+    # The IP side.
+
     async def _transmit(self, req: nic_pb2.AttachRequest) -> None:
-        for skb in skbs_from_proto(req.skbs, self.layer.drops, "dev_queue_xmit"):
-            self.layer.dev_queue_xmit(skb)
-        if self.layer.softirq_pending():
-            self.raise_softirq()
+        layer = self.layer
+        if req.HasField("addrs"):
+            layer.set_addrs([(a.ifindex, a.address, a.prefixlen) for a in req.addrs.addrs])
+        for skb in skbs_from_proto(req.skbs, layer.drops, "dev_queue_xmit"):
+            layer.dev_queue_xmit(skb)
+        self.kick()
 
     async def Attach(
         self, request_iterator: AsyncIterator[nic_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[nic_pb2.AttachResponse]:
-        async for resp in self.gate.serve(
-            context,
-            request_iterator,
-            self.up,
-            self._transmit,
-            lambda batch: nic_pb2.AttachResponse(skbs=skbs_to_proto(batch)),
-        ):
+        async for resp in self.gate.serve(context, request_iterator, self.up, self._transmit, _up_message):
             yield resp
+
+    # The wire: frames from a peer NIC.
+
+    async def Wire(
+        self, request_iterator: AsyncIterator[nic_pb2.WireRequest], context: grpc.aio.ServicerContext
+    ) -> nic_pb2.WireResponse:
+        dev: NetDevice | None = None
+        n = 0
+        async for req in request_iterator:
+            if dev is None:
+                dev = self.layer.dev_by_name(req.device)
+                if dev is None or dev.kind != KIND_WIRE:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"no wire device {req.device!r} on this host"
+                    )
+                assert dev is not None
+            elif req.device and req.device != dev.name:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a wire stream carries one device")
+            if req.frames:
+                self.layer.rx_frames(dev, req.frames)
+                n += len(req.frames)
+                self.kick()
+        return nic_pb2.WireResponse(frames=n)
+
+    async def wire_out(self, dev: NetDevice, peer: str, peer_dev: str) -> None:
+        """Our end of the wire: stream what the device transmits to the peer's Wire RPC.
+        The carrier is up while the stream is; a broken stream drops the carrier and
+        what was in flight is counted, then the wire reconnects with backoff."""
+        ready = self.wire_ready.setdefault(dev.ifindex, asyncio.Event())
+        delay = 0.05
+        async with grpc.aio.insecure_channel(peer, options=CHANNEL_OPTIONS) as channel:
+            stub = nic_pb2_grpc.NicServiceStub(channel)
+            while True:
+                in_flight = 0
+
+                async def frames() -> AsyncIterator[nic_pb2.WireRequest]:
+                    nonlocal in_flight
+                    yield nic_pb2.WireRequest(device=peer_dev)
+                    while True:
+                        await ready.wait()
+                        ready.clear()
+                        out = self.layer.take_tx(dev)
+                        if out:
+                            in_flight = len(out)
+                            yield nic_pb2.WireRequest(frames=out)
+                            in_flight = 0
+                        self.kick()
+
+                call = stub.Wire(frames())
+                try:
+                    await call.wait_for_connection()
+                    self.layer.set_carrier(dev, True)
+                    delay = 0.05
+                    self.kick()
+                    await call
+                except asyncio.CancelledError:
+                    call.cancel()
+                    raise
+                except grpc.aio.AioRpcError as err:
+                    log.debug("wire %s → %s: %s", dev.name, peer, err.code().name)
+                finally:
+                    if dev.carrier:
+                        self.layer.set_carrier(dev, False)
+                        stranded = len(self.layer.tx_ring[dev.ifindex]) + in_flight
+                        self.layer.tx_ring[dev.ifindex].clear()
+                        if stranded:
+                            self.layer.carrier_lost(dev, stranded)
+                        self.kick()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WIRE_BACKOFF_MAX)
+
+    def attach_tap(self, dev: NetDevice, fd: int) -> TapLink:
+        def on_frames(frames: list[bytes]) -> None:
+            self.layer.rx_frames(dev, frames)
+            self.kick()
+
+        link = TapLink(fd, on_frames)
+        link.start(asyncio.get_running_loop())
+        self.taps[dev.ifindex] = link
+        dev.kind = KIND_TAP
+        self.layer.set_carrier(dev, True)
+        return link
+
+    # Packet taps.
+
+    async def Capture(
+        self, request: nic_pb2.CaptureRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[nic_pb2.CaptureResponse]:
+        ifindex = 0
+        if request.device and request.device != "any":
+            dev = self.layer.dev_by_name(request.device)
+            if dev is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no device {request.device!r}")
+            assert dev is not None
+            ifindex = dev.ifindex
+        wake = asyncio.Event()
+        tap = Tap(ifindex, wake.set)
+        self.layer.taps.add(tap)
+        names = {d.ifindex: d.name for d in self.layer.devices.values()}
+        sent = 0
+        try:
+            while not request.count or sent < request.count:
+                await wake.wait()
+                wake.clear()
+                while tap.q and (not request.count or sent < request.count):
+                    c = tap.q.popleft()
+                    sent += 1
+                    yield nic_pb2.CaptureResponse(
+                        ifindex=c.ifindex,
+                        device=names.get(c.ifindex, ""),
+                        tstamp=c.tstamp,
+                        pkt_type=c.pkt_type,
+                        frame=c.frame,
+                        dropped=tap.dropped,
+                    )
+        finally:
+            self.layer.taps.remove(tap)
+
+    # State.
 
     async def ListLinks(
         self, request: nic_pb2.ListLinksRequest, context: grpc.aio.ServicerContext
     ) -> nic_pb2.ListLinksResponse:
-        links = []
-        for dev in sorted(self.layer.devices.values(), key=lambda d: d.ifindex):
-            s = dev.stats
-            links.append(
-                nic_pb2.Link(
-                    ifindex=dev.ifindex,
-                    name=dev.name,
-                    mtu=dev.mtu,
-                    # nic.proto: "empty for loopback's all-zero address".
-                    address=b"" if dev.is_loopback and not any(dev.dev_addr) else dev.dev_addr,
-                    flags=dev.flags,
-                    carrier=dev.carrier,
-                    txqueuelen=dev.txqueuelen,
-                    stats=nic_pb2.LinkStats(
-                        rx_packets=s.rx_packets,
-                        tx_packets=s.tx_packets,
-                        rx_bytes=s.rx_bytes,
-                        tx_bytes=s.tx_bytes,
-                        rx_errors=s.rx_errors,
-                        tx_errors=s.tx_errors,
-                        rx_dropped=s.rx_dropped,
-                        tx_dropped=s.tx_dropped,
-                        tx_carrier_errors=s.tx_carrier_errors,
-                    ),
-                )
-            )
-        return nic_pb2.ListLinksResponse(links=links)
+        devs = sorted(self.layer.devices.values(), key=lambda d: d.ifindex)
+        return nic_pb2.ListLinksResponse(links=[link_to_proto(self.layer, d) for d in devs])
 
     async def GetStats(
         self, request: nic_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
@@ -93,7 +292,13 @@ class NicServicer(nic_pb2_grpc.NicServiceServicer):
         return nic_pb2.GetStatsResponse(
             softnet=[
                 nic_pb2.SoftnetStat(
-                    cpu=sd.cpu, processed=sd.processed, dropped=sd.dropped, time_squeeze=sd.time_squeeze
+                    cpu=sd.cpu,
+                    processed=sd.processed,
+                    dropped=sd.dropped,
+                    time_squeeze=sd.time_squeeze,
+                    received_rps=sd.received_rps,
+                    flow_limit_count=sd.flow_limit_count,
+                    backlog_len=len(sd.input_pkt_queue),
                 )
                 for sd in self.layer.softnet.cpus
             ],
@@ -105,17 +310,45 @@ class NicService(Service):
     name = "nic"
     service_names = [nic_pb2.DESCRIPTOR.services_by_name["NicService"].full_name]
 
-    def __init__(self, layer: NicLayer) -> None:
+    def __init__(
+        self,
+        layer: NicLayer,
+        wires: list[tuple[str, str, str]] | None = None,
+        tap: tuple[str, str, str] | None = None,
+    ) -> None:
+        # wires: (our device, peer NIC address, peer device); tap: (our device, TAP
+        # name, the kernel side's address/prefix).
         self.servicer = NicServicer(layer)
-        self._softirq: asyncio.Task[None] | None = None
+        self.wires = wires or []
+        self.tap = tap
+        self._tasks: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> None:
         nic_pb2_grpc.add_NicServiceServicer_to_server(self.servicer, server)
 
     async def start(self, health: ServingStatus) -> None:
-        self._softirq = asyncio.create_task(self.servicer.softirq())
+        from services.nic.tap import netns_attach, tap_open
+
+        layer = self.servicer.layer
+        self._tasks.append(asyncio.create_task(self.servicer.softirq()))
+        for ifname, peer, peer_dev in self.wires:
+            dev = layer.dev_by_name(ifname)
+            if dev is None:
+                raise ConfigError(f"wire on {ifname}, which this host does not have")
+            dev.kind = KIND_WIRE
+            self._tasks.append(asyncio.create_task(self.servicer.wire_out(dev, peer, peer_dev)))
+        if self.tap is not None:
+            ifname, name, kernel_addr = self.tap
+            dev = layer.dev_by_name(ifname)
+            if dev is None:
+                raise ConfigError(f"tap on {ifname}, which this host does not have")
+            fd = tap_open(name)
+            netns_attach(name, name, kernel_addr, dev.mtu)
+            self.servicer.attach_tap(dev, fd)
         await health.serving()
 
     async def stop(self) -> None:
-        if self._softirq is not None:
-            self._softirq.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for link in self.servicer.taps.values():
+            link.close()

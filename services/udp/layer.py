@@ -17,8 +17,11 @@ from services.core import errno
 from services.core.checksum import csum_partial, csum_tcpudp_magic
 from services.core.datagram import Datagram
 from services.core.dropreason import DropStats, SkbDropReason
+from services.core.gso import GsoError, udp_rcv_segment
 from services.core.skbuff import (
+    CHECKSUM_PARTIAL,
     CHECKSUM_UNNECESSARY,
+    SKB_GSO_UDP_L4,
     Dst,
     IpCork,
     SkBuff,
@@ -283,7 +286,7 @@ class UdpLayer:
         saddr, daddr = iph.src, iph.dst
         if uh.checksum == 0:
             skb.ip_summed = CHECKSUM_UNNECESSARY  # udp4_csum_init(): no checksum sent
-        elif skb.ip_summed != CHECKSUM_UNNECESSARY and skb.len <= CHECKSUM_BREAK:
+        elif not _csum_unnecessary(skb) and skb.len <= CHECKSUM_BREAK:
             # __skb_checksum_validate_complete(): a datagram of at most CHECKSUM_BREAK
             # bytes is verified now, in udp4_csum_init, not deferred to udp_recvmsg.
             if not self._checksum_ok(skb, saddr, daddr):
@@ -329,6 +332,24 @@ class UdpLayer:
             self._queue_rcv_skb(s, skb if i == len(matches) - 1 else skb.clone())
 
     def _queue_rcv_skb(self, s: UdpSock, skb: SkBuff) -> None:
+        """udp_queue_rcv_skb(): a GRO skb for a socket that did not ask for UDP_GRO
+        (udp_unexpected_gso) is split back into its datagrams, each queued on its own."""
+        if not (skb.gso_size and skb.gso_type & SKB_GSO_UDP_L4 and not s.gro_enabled):
+            self._queue_rcv_one_skb(s, skb)
+            return
+        try:
+            segs = udp_rcv_segment(skb)
+        except GsoError:
+            # udp_rcv_segment(): every segment counts as a drop of the socket.
+            n = skb.gso_segs
+            s.drops += n
+            self.mib.udp.add("InErrors", n)
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "udp_queue_rcv_skb")
+            return
+        for seg in segs:
+            self._queue_rcv_one_skb(s, seg)
+
+    def _queue_rcv_one_skb(self, s: UdpSock, skb: SkBuff) -> None:
         """__udp_enqueue_schedule_skb(): charge truesize to sk_rmem_alloc; an empty queue
         takes any one skb, past sk_rcvbuf the datagram is dropped (RcvbufErrors,
         InErrors). 6.18 accepts the overshoot only into an empty queue ("if (rmem) goto
@@ -348,7 +369,7 @@ class UdpLayer:
 
     def _checksum_ok(self, skb: SkBuff, saddr: int, daddr: int) -> bool:
         """udp_lib_checksum_complete() == 0."""
-        if skb.ip_summed == CHECKSUM_UNNECESSARY:
+        if _csum_unnecessary(skb):
             return True
         seg = skb.linear()
         return csum_tcpudp_magic(saddr, daddr, len(seg), IPPROTO_UDP, csum_partial(seg)) == 0
@@ -403,7 +424,8 @@ class UdpLayer:
                 if s.receive_queue:
                     s.data_ready()  # let the next waiting reader take the next one
             self.trace(skb, "udp_recvmsg")
-            payload = skb.linear()[UDP_HLEN:]
+            # A UDP_GRO socket gets a GRO skb whole: its payload is in frags too.
+            payload = (memoryview(skb.payload()) if skb.data_len else skb.linear())[UDP_HLEN:]
             ulen = len(payload)
             copied = min(length, ulen)
             msg_flags = MSG_TRUNC if copied < ulen else 0
@@ -422,3 +444,9 @@ class UdpLayer:
                 ifindex=skb.skb_iif,
                 trace=skb.trace or [],
             )
+
+
+def _csum_unnecessary(skb: SkBuff) -> bool:
+    """skb_csum_unnecessary(): a CHECKSUM_PARTIAL skb (a GRO skb, or a segment split
+    from one) carries a checksum GRO verified, as CHECKSUM_UNNECESSARY does."""
+    return skb.ip_summed in (CHECKSUM_UNNECESSARY, CHECKSUM_PARTIAL)

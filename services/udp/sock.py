@@ -45,6 +45,9 @@ class UdpSock:
     dport: int = 0
     userlocks: int = 0
     broadcast: bool = False
+    # UDP_GRO (udp_sk(sk)->gro_enabled with ACCEPT_L4): GRO skbs are queued whole
+    # instead of being split by udp_unexpected_gso().
+    gro_enabled: bool = False
     inet_id: int = 0
     rmem_alloc: int = 0
     drops: int = 0

@@ -179,6 +179,7 @@ def test_demo_shows_the_path_through_every_layer(stack: dict[str, str]) -> None:
         "dev_queue_xmit",
         "loopback_xmit",
         "netif_rx",
+        "enqueue_to_backlog",
         "__netif_receive_skb_core",
         "ip_rcv",
         "ip_local_deliver",

@@ -230,14 +230,14 @@ def test_transmit_drops_are_counted(run_async, grpc_test_server) -> None:
             await ip.send(v6)
             await ip.sentinel()
 
-            nic.layer.devices[ETH0].carrier = True
-            # With carrier, the neighbour table is what is missing (no ARP yet).
+            nic.layer.set_carrier(nic.layer.devices[ETH0], True)
+            # With carrier, the packet waits for ARP: a request (60 bytes) goes out.
             await ip.send(ip_skb(ip_packet(b"to eth0 again"), ifindex=ETH0))
             await ip.sentinel()
             ip.close()
 
             links = await nic.links()
-            assert links["eth0"].stats == nic_pb2.LinkStats(tx_dropped=2)
+            assert links["eth0"].stats == nic_pb2.LinkStats(tx_dropped=1, tx_packets=1, tx_bytes=60)
             lo = links["lo"].stats
             assert (lo.tx_packets, lo.rx_packets, lo.rx_dropped) == (3, 3, 1)
             softnet, drops = await nic.stats()
@@ -245,7 +245,6 @@ def test_transmit_drops_are_counted(run_async, grpc_test_server) -> None:
                 drop_key(SkbDropReason.QDISC_DROP, "noop_enqueue"): 1,
                 drop_key(SkbDropReason.NOT_SPECIFIED, "dev_queue_xmit"): 2,
                 drop_key(SkbDropReason.UNHANDLED_PROTO, "__netif_receive_skb_core"): 1,
-                drop_key(SkbDropReason.NEIGH_FAILED, "neigh_resolve_output"): 1,
             }
             # processed counts every skb __netif_receive_skb_core saw, IPv6 included.
             assert [(r.processed, r.dropped) for r in softnet] == [(3, 0)]
@@ -314,6 +313,8 @@ def test_list_links_and_initial_stats(run_async, grpc_test_server) -> None:
                     carrier=True,
                     txqueuelen=1000,
                     stats=nic_pb2.LinkStats(),
+                    kind="loopback",
+                    qdisc="noqueue",
                 ),
                 nic_pb2.Link(
                     ifindex=2,
@@ -324,6 +325,9 @@ def test_list_links_and_initial_stats(run_async, grpc_test_server) -> None:
                     carrier=False,
                     txqueuelen=1000,
                     stats=nic_pb2.LinkStats(),
+                    kind="none",
+                    qdisc="pfifo_fast",
+                    napi_weight=64,
                 ),
             ]
             stats = await nic.stub.GetStats(nic_pb2.GetStatsRequest())
@@ -372,10 +376,10 @@ def queue_lo_frames(layer: NicLayer, n: int) -> None:
 
 
 def test_budget_exhaustion_counts_time_squeeze() -> None:
-    """net_rx_action() polls the backlog NAPI dev_weight packets at a time until
-    netdev_budget is spent, then counts time_squeeze and leaves the rest for the next
-    softirq."""
-    layer = new_layer(netdev_budget=4, dev_weight=2)
+    """net_rx_action() polls each scheduled NAPI once per softirq (one that used its
+    whole weight goes on the repoll list for the next one) and counts time_squeeze when
+    netdev_budget is spent."""
+    layer = new_layer(netdev_budget=4, dev_weight=4)
     queue_lo_frames(layer, 10)
     sd = layer.softnet.cpus[0]
 
@@ -390,15 +394,28 @@ def test_budget_exhaustion_counts_time_squeeze() -> None:
     assert layer.drops.total() == 0
 
 
+def test_weight_below_budget_polls_once_per_softirq() -> None:
+    """With weight 2 and budget 4 a softirq takes 2: the backlog NAPI is not polled
+    twice in one net_rx_action, and no squeeze is counted."""
+    layer = new_layer(netdev_budget=4, dev_weight=2)
+    queue_lo_frames(layer, 5)
+    sd = layer.softnet.cpus[0]
+    assert [len(layer.poll()[0]) for _ in range(3)] == [2, 2, 1]
+    assert (sd.processed, sd.time_squeeze) == (5, 0)
+
+
 def test_budget_spent_exactly_still_counts_time_squeeze() -> None:
     """net_rx_action() checks `budget <= 0` after each napi_poll and counts the squeeze
-    even when that poll emptied the queue (the backlog NAPI stays scheduled and
-    completes on the next softirq)."""
-    layer = new_layer(netdev_budget=4, dev_weight=2)
+    even when that poll emptied the queue; process_backlog() returned at its quota
+    before seeing the queue empty, so it stays scheduled and completes on the next
+    softirq with no work."""
+    layer = new_layer(netdev_budget=4, dev_weight=4)
     queue_lo_frames(layer, 4)
     up, more = layer.poll()
     sd = layer.softnet.cpus[0]
-    assert (len(up), more, sd.time_squeeze) == (4, False, 1)
+    assert (len(up), more, sd.time_squeeze) == (4, True, 1)
+    up, more = layer.poll()
+    assert (len(up), more, sd.time_squeeze) == (0, False, 1)
 
 
 def test_backlog_weight_is_dev_weight_times_rx_bias() -> None:
