@@ -35,10 +35,17 @@ def main() -> None:
 @click.option(
     "--base-port", type=int, default=None, help="First TCP port (default 50100 or STACKEMU_BASE_PORT)."
 )
-def up(base_port: int | None) -> None:
-    """Start the default topology (alice and bob) as local processes."""
+@click.option(
+    "--tap",
+    metavar="NAME",
+    default=None,
+    help="Attach alice's eth1 (10.99.0.2/24) to a TAP device NAME whose kernel side "
+    "(10.99.0.1/24) lives in a new network namespace NAME (root only).",
+)
+def up(base_port: int | None, tap: str | None) -> None:
+    """Start the default topology (alice and bob, eth0 joined by a wire) as local processes."""
     try:
-        launcher.up(base_port, log=click.echo)
+        launcher.up(base_port, log=click.echo, tap=tap)
     except launcher.LaunchError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"stack is up ({state.state_file()}); stop it with `stackemu down`")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -15,32 +14,9 @@ from pathlib import Path
 import pytest
 
 from services.core import errno
+from tests.e2e.stackrun import cli, free_base
 
 HERE = Path(__file__).parent
-
-
-def _free_base() -> int:
-    """A base port whose 20 ports are all free (the launcher uses base+0..3, +10..13)."""
-    for _ in range(50):
-        base = random.randrange(20000, 30000, 20)
-        ok = True
-        for p in range(base, base + 20):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stackemu", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _alive(pid: int) -> bool:
@@ -56,18 +32,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {
         **os.environ,
         "STACKEMU_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-        "STACKEMU_BASE_PORT": str(_free_base()),
+        "STACKEMU_BASE_PORT": str(free_base()),
     }
     env.pop("STACKEMU_SOCKET_ADDR", None)
     env.pop("STACKEMU_HOST", None)
-    up = _cli(env, "up")
+    up = cli(env, "up")
     assert up.returncode == 0, up.stderr
     yield env
-    _cli(env, "down")
+    cli(env, "down")
 
 
 def test_status_shows_eight_serving_services(stack: dict[str, str]) -> None:
-    out = _cli(stack, "status", "--json")
+    out = cli(stack, "status", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert sorted((r["host"], r["service"]) for r in rows) == sorted(
@@ -77,7 +53,7 @@ def test_status_shows_eight_serving_services(stack: dict[str, str]) -> None:
 
 
 def test_a_second_up_refuses(stack: dict[str, str]) -> None:
-    out = _cli(stack, "up")
+    out = cli(stack, "up")
     assert out.returncode != 0
     assert "already running" in out.stderr
 
@@ -164,7 +140,7 @@ def test_hosts_are_separate(stack: dict[str, str]) -> None:
 
 
 def test_demo_shows_the_path_through_every_layer(stack: dict[str, str]) -> None:
-    out = _cli(stack, "demo")
+    out = cli(stack, "demo")
     assert out.returncode == 0, out.stderr
     funcs = [
         line.split()[-1]
@@ -218,16 +194,16 @@ def test_no_stack_gives_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
-    env = {**os.environ, "STACKEMU_STATE_DIR": str(tmp_path), "STACKEMU_BASE_PORT": str(_free_base())}
-    assert _cli(env, "up").returncode == 0
+    env = {**os.environ, "STACKEMU_STATE_DIR": str(tmp_path), "STACKEMU_BASE_PORT": str(free_base())}
+    assert cli(env, "up").returncode == 0
     state = json.loads((tmp_path / "stack.json").read_text())
     pids = [svc["pid"] for host in state["hosts"].values() for svc in host.values()]
     assert len(pids) == 8 and all(_alive(p) for p in pids)
-    down = _cli(env, "down")
+    down = cli(env, "down")
     assert down.returncode == 0 and "stopped 8 services" in down.stdout
     assert not any(_alive(p) for p in pids)
     assert not (tmp_path / "stack.json").exists()
-    assert "no stack is running" in _cli(env, "down").stdout
+    assert "no stack is running" in cli(env, "down").stdout
 
 
 def test_every_service_serves_health_and_reflection(stack: dict[str, str]) -> None:
