@@ -71,9 +71,11 @@ Usage: ip link set { DEVICE | dev DEVICE }
                 [ promisc { on | off } ]
                 [ txqueuelen PACKETS ]
                 [ rps_cpus HEXMASK ]
+                [ napi_weight WEIGHT ]
        ip link show [ DEVICE | dev DEVICE ] [ up ]
 DEVICE := [HOST:]NAME
-rps_cpus is the emulator's stand-in for /sys/class/net/DEV/queues/rx-0/rps_cpus."""
+rps_cpus is the emulator's stand-in for /sys/class/net/DEV/queues/rx-0/rps_cpus;
+napi_weight (an emulator extra) sets the weight of the driver's NAPI poll (64)."""
 
 NEIGH_USAGE = """\
 Usage: ip neigh { add | del | change | replace }
@@ -369,6 +371,13 @@ def link_set(host: str | None, args: list[str]) -> int:
             if mask is None:
                 fail(255, f'Error: argument "{v}" is wrong: Invalid "rps_cpus" value\n')
             req.rps_cpus = mask
+        elif a == "napi_weight":
+            v = _next(args, i)
+            i += 1
+            n = _parse_int(v)
+            if n is None or not 0 <= n < 1 << 32:
+                fail(255, f'Error: argument "{v}" is wrong: Invalid "napi_weight" value\n')
+            req.napi_weight = n
         else:
             if a == "dev":
                 a = _next(args, i)

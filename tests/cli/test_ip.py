@@ -98,9 +98,11 @@ def test_ip_link_set_sends_one_request_with_every_change(stack: Stack) -> None:
 
 
 def test_ip_link_set_host_colon_dev_goes_to_that_host(stack: Stack) -> None:
-    r = stack.run("ip", "link", "set", "bob:eth0", "up", "rps_cpus", "3")
+    r = stack.run("ip", "link", "set", "bob:eth0", "up", "rps_cpus", "3", "napi_weight", "16")
     assert r.exit_code == 0, r.output
-    assert stack.bob.sent("SetLink") == [nic_pb2.SetLinkRequest(device="eth0", up=True, rps_cpus=3)]
+    assert stack.bob.sent("SetLink") == [
+        nic_pb2.SetLinkRequest(device="eth0", up=True, rps_cpus=3, napi_weight=16)
+    ]
     assert stack.alice.requests == []
 
 

@@ -237,6 +237,11 @@ def test_every_knob_from_the_cli(stack: dict[str, str], tmp_path: Path) -> None:
     ok("sysctl", "-w", "net.core.netdev_budget=100")
     assert ok("sysctl", "net.core.netdev_budget") == "net.core.netdev_budget = 100\n"
     ok("sysctl", "-w", "net.core.netdev_budget=300")
+    ok("ip", "link", "set", "dev", "eth0", "napi_weight", "32")
+    bad = cli(stack, "ip", "link", "set", "dev", "eth0", "napi_weight", "0")
+    # Like iproute2 printing the kernel's extack message.
+    assert (bad.returncode, bad.stderr) == (2, "Error: napi weight 0 outside 1..65536.\n")
+    ok("ip", "link", "set", "dev", "eth0", "napi_weight", "64")
     ok("ip", "link", "set", "dev", "eth0", "txqueuelen", "500")
     assert " qlen 500" in ok("ip", "link", "show", "eth0")
 

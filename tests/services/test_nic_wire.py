@@ -221,3 +221,31 @@ def test_control_rpcs_answer_like_the_kernel(run_async, grpc_test_server) -> Non
             assert "rx_missed_errors" in names and "rx_irqs" in names
 
     run_async(scenario())
+
+
+def test_wire_and_capture_refuse_what_makes_no_sense(run_async, grpc_test_server) -> None:
+    async def scenario() -> None:
+        async with wired(grpc_test_server) as (alice, _):
+
+            async def frames(device: str) -> AsyncIterator[nic_pb2.WireRequest]:
+                yield nic_pb2.WireRequest(device=device, frames=[b"\x00" * 60])
+
+            for device in ("", "eth7", "lo"):
+                try:
+                    await alice.stub.Wire(frames(device))
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert f"no wire device {device!r}" in (err.details() or "")
+                else:
+                    raise AssertionError(f"Wire to {device!r} was accepted")
+            capture = alice.stub.Capture(nic_pb2.CaptureRequest(device="eth7"))
+            try:
+                await capture.read()
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            else:
+                raise AssertionError("Capture on eth7 was accepted")
+            # Nothing reached a ring.
+            assert alice.layer.devices[ETH0].stats.rx_packets == 0
+
+    run_async(scenario())
