@@ -4,6 +4,8 @@ way the kernel answers them: an errno and a message in the response."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import grpc
 
 from services.core import errno
@@ -88,6 +90,16 @@ def ethtool_stats(layer: NicLayer, dev: NetDevice) -> list[tuple[str, int]]:
     return out
 
 
+class _Errno(TypedDict):
+    errno: int
+    message: str
+
+
+def _enodev(name: str) -> _Errno:
+    """What rtnetlink and ethtool answer for a device that is not there."""
+    return {"errno": errno.ENODEV, "message": f"no device {name!r}"}
+
+
 class NicControl(nic_pb2_grpc.NicServiceServicer):
     layer: NicLayer
 
@@ -104,7 +116,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetLinkResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetLinkResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetLinkResponse(**_enodev(request.device))
         err, msg = self.layer.set_link(
             dev,
             up=request.up if request.HasField("up") else None,
@@ -122,7 +134,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.GetRingParamResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.GetRingParamResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.GetRingParamResponse(**_enodev(request.device))
         if dev.napi is None:
             return nic_pb2.GetRingParamResponse(errno=errno.EOPNOTSUPP, message=f"{dev.name} has no rings")
         return nic_pb2.GetRingParamResponse(
@@ -137,7 +149,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetRingParamResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetRingParamResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetRingParamResponse(**_enodev(request.device))
         err, msg = self.layer.set_ring(
             dev,
             request.rx_pending if request.HasField("rx_pending") else None,
@@ -151,7 +163,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.GetCoalesceResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.GetCoalesceResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.GetCoalesceResponse(**_enodev(request.device))
         if dev.napi is None:
             return nic_pb2.GetCoalesceResponse(
                 errno=errno.EOPNOTSUPP, message=f"{dev.name} does not coalesce interrupts"
@@ -163,7 +175,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetCoalesceResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetCoalesceResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetCoalesceResponse(**_enodev(request.device))
         err, msg = self.layer.set_coalesce(
             dev,
             request.rx_usecs if request.HasField("rx_usecs") else None,
@@ -183,7 +195,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.GetFeaturesResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.GetFeaturesResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.GetFeaturesResponse(**_enodev(request.device))
         return nic_pb2.GetFeaturesResponse(features=self._features(dev))
 
     async def SetFeatures(
@@ -191,7 +203,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetFeaturesResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetFeaturesResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetFeaturesResponse(**_enodev(request.device))
         msg = dev.features.set(dict(request.features))
         if msg is not None:
             return nic_pb2.SetFeaturesResponse(
@@ -204,7 +216,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.GetTsInfoResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.GetTsInfoResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.GetTsInfoResponse(**_enodev(request.device))
         if dev.napi is None:
             return nic_pb2.GetTsInfoResponse(so_timestamping=SW_TS, phc_index=-1)
         return nic_pb2.GetTsInfoResponse(
@@ -221,7 +233,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetHwTstampResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetHwTstampResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetHwTstampResponse(**_enodev(request.device))
         err, msg = self.layer.set_hwtstamp(dev, request.tx_type, request.rx_filter)
         return nic_pb2.SetHwTstampResponse(
             errno=err, message=msg, tx_type=dev.hwtstamp.tx_type, rx_filter=dev.hwtstamp.rx_filter
@@ -246,7 +258,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.GetNetemResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.GetNetemResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.GetNetemResponse(**_enodev(request.device))
         netem = self.layer.netem.get(dev.ifindex)
         if netem is None:
             q = self.layer.qdiscs.get(dev.ifindex)
@@ -291,7 +303,7 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     ) -> nic_pb2.SetNetemResponse:
         dev = await self._dev(request.device, context)
         if dev is None:
-            return nic_pb2.SetNetemResponse(errno=errno.ENODEV, message=f"no device {request.device!r}")
+            return nic_pb2.SetNetemResponse(**_enodev(request.device))
         config = None
         if request.HasField("netem"):
             n = request.netem

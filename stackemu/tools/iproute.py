@@ -10,6 +10,17 @@ import errno as E
 import ipaddress
 from collections.abc import Sequence
 
+from services.nic.neigh import (
+    NUD_DELAY,
+    NUD_FAILED,
+    NUD_INCOMPLETE,
+    NUD_NOARP,
+    NUD_NONE,
+    NUD_PERMANENT,
+    NUD_PROBE,
+    NUD_REACHABLE,
+    NUD_STALE,
+)
 from stackemu.nic.v1 import nic_pb2
 from stackemu.tools.common import Nic, fail, matches, out, rtnl_error, split_dev
 
@@ -39,16 +50,7 @@ _FLAG_NAMES = (
     ("ECHO", 0x40000),
 )
 
-# include/uapi/linux/neighbour.h, in print_neigh_state() order.
-NUD_INCOMPLETE = 0x01
-NUD_REACHABLE = 0x02
-NUD_STALE = 0x04
-NUD_DELAY = 0x08
-NUD_PROBE = 0x10
-NUD_FAILED = 0x20
-NUD_NOARP = 0x40
-NUD_PERMANENT = 0x80
-NUD_NONE = 0x00
+# print_neigh_state() order.
 _NUD_NAMES = (
     ("INCOMPLETE", NUD_INCOMPLETE),
     ("REACHABLE", NUD_REACHABLE),
@@ -162,6 +164,19 @@ def link(host: str | None, args: list[str], stats: int) -> int:
     fail(255, f'Command "{cmd}" is unknown, try "ip link help".')
 
 
+def _link_dev_arg(args: list[str], i: int, dev: str | None) -> tuple[str, int]:
+    """The device of `ip link set/show`, named with or without `dev`, given once."""
+    a = args[i]
+    if a == "dev":
+        a = _next(args, i)
+        i += 1
+    elif matches(a, "help"):
+        fail(255, LINK_USAGE)
+    if dev is not None:
+        fail(255, f'Error: either "dev" is duplicate, or "{a}" is a garbage.')
+    return a, i
+
+
 def link_show(host: str | None, args: list[str], stats: int) -> int:
     dev: str | None = None
     up_only = False
@@ -171,14 +186,7 @@ def link_show(host: str | None, args: list[str], stats: int) -> int:
         if a == "up":
             up_only = True
         else:
-            if a == "dev":
-                a = _next(args, i)
-                i += 1
-            elif matches(a, "help"):
-                fail(255, LINK_USAGE)
-            if dev is not None:
-                fail(255, f'Error: either "dev" is duplicate, or "{a}" is a garbage.')
-            dev = a
+            dev, i = _link_dev_arg(args, i, dev)
         i += 1
     name = None
     if dev is not None:
@@ -379,14 +387,7 @@ def link_set(host: str | None, args: list[str]) -> int:
                 fail(255, f'Error: argument "{v}" is wrong: Invalid "napi_weight" value\n')
             req.napi_weight = n
         else:
-            if a == "dev":
-                a = _next(args, i)
-                i += 1
-            elif matches(a, "help"):
-                fail(255, LINK_USAGE)
-            if dev is not None:
-                fail(255, f'Error: either "dev" is duplicate, or "{a}" is a garbage.')
-            dev = a
+            dev, i = _link_dev_arg(args, i, dev)
         i += 1
     if dev is None:
         fail(255, 'Not enough information: "dev" argument is required.')

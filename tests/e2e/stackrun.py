@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -30,3 +31,12 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", "stackemu", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def stack_env(state_dir: str) -> dict[str, str]:
+    """The environment of a stack of the test's own: its state directory, free ports, and
+    no client settings inherited from whoever runs the tests."""
+    env = {**os.environ, "STACKEMU_STATE_DIR": state_dir, "STACKEMU_BASE_PORT": str(free_base())}
+    env.pop("STACKEMU_SOCKET_ADDR", None)
+    env.pop("STACKEMU_HOST", None)
+    return env

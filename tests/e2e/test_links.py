@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stackrun import cli, free_base
+from tests.e2e.stackrun import cli, stack_env
 
 CAN_TAP = os.geteuid() == 0 and Path("/dev/net/tun").exists() and shutil.which("ip") is not None
 
@@ -81,13 +81,7 @@ def _wait_ready(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "STACKEMU_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-        "STACKEMU_BASE_PORT": str(free_base()),
-    }
-    env.pop("STACKEMU_SOCKET_ADDR", None)
-    env.pop("STACKEMU_HOST", None)
+    env = stack_env(str(tmp_path_factory.mktemp("state")))
     args = ["up"]
     tap = ""
     if CAN_TAP:

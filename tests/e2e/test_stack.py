@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.core import errno
-from tests.e2e.stackrun import cli, free_base
+from tests.e2e.stackrun import cli, stack_env
 
 HERE = Path(__file__).parent
 
@@ -29,13 +29,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "STACKEMU_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-        "STACKEMU_BASE_PORT": str(free_base()),
-    }
-    env.pop("STACKEMU_SOCKET_ADDR", None)
-    env.pop("STACKEMU_HOST", None)
+    env = stack_env(str(tmp_path_factory.mktemp("state")))
     up = cli(env, "up")
     assert up.returncode == 0, up.stderr
     yield env
@@ -194,7 +188,7 @@ def test_no_stack_gives_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
-    env = {**os.environ, "STACKEMU_STATE_DIR": str(tmp_path), "STACKEMU_BASE_PORT": str(free_base())}
+    env = stack_env(str(tmp_path))
     assert cli(env, "up").returncode == 0
     state = json.loads((tmp_path / "stack.json").read_text())
     pids = [svc["pid"] for host in state["hosts"].values() for svc in host.values()]
