@@ -211,3 +211,14 @@ def tcpdump(host: str | None, args: tuple[str, ...]) -> None:
     from stackemu.tools import tcpdump as tool
 
     run_tool(tool.main, host, args)
+
+
+@main.command(name="softnet_stat", context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def softnet_stat(host: str | None, args: tuple[str, ...]) -> None:
+    """/proc/net/softnet_stat of a host: per CPU processed, dropped, time_squeeze, ...,
+    received_rps, flow_limit_count, backlog length (hex, as the kernel prints it)."""
+    from stackemu.tools import softnet
+
+    run_tool(softnet.main, host, args)

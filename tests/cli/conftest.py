@@ -291,6 +291,15 @@ class FakeNic(nic_pb2_grpc.NicServiceServicer):
         finally:
             self.capture_done.set()
 
+    def GetStats(self, request: Any, context: Any) -> Any:
+        self._record("GetStats", request)
+        return nic_pb2.GetStatsResponse(
+            softnet=[
+                nic_pb2.SoftnetStat(cpu=0, processed=0x409A5, dropped=2, time_squeeze=3, backlog_len=1),
+                nic_pb2.SoftnetStat(cpu=1, processed=0x453A6, received_rps=5, flow_limit_count=0),
+            ]
+        )
+
     def GetSysctl(self, request: Any, context: Any) -> Any:
         self._record("GetSysctl", request)
         names = list(request.names) or list(self.sysctls)

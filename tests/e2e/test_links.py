@@ -231,6 +231,9 @@ def test_every_knob_from_the_cli(stack: dict[str, str], tmp_path: Path) -> None:
     ok("sysctl", "-w", "net.core.netdev_budget=100")
     assert ok("sysctl", "net.core.netdev_budget") == "net.core.netdev_budget = 100\n"
     ok("sysctl", "-w", "net.core.netdev_budget=300")
+    [softnet] = ok("softnet_stat", "--host", "bob").splitlines()
+    cols = [int(c, 16) for c in softnet.split()]
+    assert len(cols) == 15 and cols[0] > 0 and cols[1] == cols[2] == 0, softnet
     ok("ip", "link", "set", "dev", "eth0", "napi_weight", "32")
     bad = cli(stack, "ip", "link", "set", "dev", "eth0", "napi_weight", "0")
     # Like iproute2 printing the kernel's extack message.
