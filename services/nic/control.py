@@ -82,6 +82,10 @@ def ethtool_stats(layer: NicLayer, dev: NetDevice) -> list[tuple[str, int]]:
         ("rx_nohandler", s.rx_nohandler),
     ]
     out += [(name, getattr(d, name)) for name in d.__slots__]
+    gro = layer.gro.get(dev.ifindex)
+    if gro is not None:
+        # Segments merged into a held skb, and merged skbs handed up.
+        out += [("rx_gro_merged", gro.merged), ("rx_gro_packets", gro.flushed)]
     if dev.napi is not None:
         out += [("rx_ring_used", len(dev.napi.ring)), ("tx_ring_used", len(layer.tx_ring[dev.ifindex]))]
     qdisc = layer.qdiscs.get(dev.ifindex)

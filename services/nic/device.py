@@ -65,14 +65,13 @@ class DriverStats:
     rx_irqs: int = 0
     rx_napi_polls: int = 0
     rx_napi_complete: int = 0
-    rx_gro_merged: int = 0
-    rx_gro_packets: int = 0
     rx_mac_filtered: int = 0
     tx_csum_offload: int = 0
     tx_csum_sw: int = 0
     tx_gso_hw_segments: int = 0
     tx_gso_sw_segments: int = 0
     tx_hwtstamps: int = 0
+    # netif_tx_stop_queue(): the qdisc found the TX ring full with skbs still queued.
     tx_ring_full: int = 0
 
 

@@ -465,6 +465,8 @@ class NicLayer:
             if skb is None:
                 return
             ring.extend(self._driver_xmit(dev, skb))
+        if qdisc.q:
+            dev.driver.tx_ring_full += 1
 
     def netem_run(self, dev: NetDevice) -> None:
         """netem_dequeue(): the frames whose time has come go onto the TX ring."""

@@ -15,6 +15,7 @@ from services.core.skbuff import (
     SKB_GSO_UDP_L4,
 )
 from services.core.wire.ethernet import ETH_HLEN
+from services.nic.control import ethtool_stats
 from services.nic.device import HWTSTAMP_FILTER_ALL, HWTSTAMP_TX_OFF, NetDevice
 from services.nic.layer import NicLayer
 from tests.services.nicframes import (
@@ -249,6 +250,8 @@ def test_gro_merges_one_flow_and_not_with_gro_off() -> None:
     assert merged.len == 20 + 8 + 4000
     assert merged.payload()[28:] == b"".join(payloads)
     assert layer.softnet.cpus[0].processed == 1
+    stats = dict(ethtool_stats(layer, dev))
+    assert (stats["rx_gro_merged"], stats["rx_gro_packets"], stats["rx_packets"]) == (3, 1, 4)
     no_gro(layer)
     layer.rx_frames(dev, flow)
     up = layer.poll()[0]

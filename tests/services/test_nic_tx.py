@@ -136,6 +136,8 @@ def test_qdisc_bounded_by_txqueuelen_behind_a_full_tx_ring() -> None:
     assert len(layer.qdiscs[ETH0].q) == 3
     assert layer.drops.get(SkbDropReason.QDISC_DROP, "pfifo_fast_enqueue") == 3
     assert layer.qdiscs[ETH0].stats.drops == 3
+    # The qdisc found the ring full with skbs waiting for each of the three it holds.
+    assert dev.driver.tx_ring_full == 3
     # The link takes the ring; TX completion refills it from the qdisc.
     assert [f[ETH_HLEN + 28] for f in layer.take_tx(dev)] == [0, 1]
     assert [f[ETH_HLEN + 28] for f in layer.take_tx(dev)] == [2, 3]
