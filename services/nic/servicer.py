@@ -258,6 +258,8 @@ class NicServicer(NicControl):
         wake = asyncio.Event()
         tap = Tap(ifindex, wake.set)
         self.layer.taps.add(tap)
+        # Tell the caller the tap is in place (tcpdump says "listening on" only then).
+        await context.send_initial_metadata(())
         names = {d.ifindex: d.name for d in self.layer.devices.values()}
         sent = 0
         try:

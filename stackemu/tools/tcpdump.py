@@ -405,13 +405,6 @@ def _capture(nic: Nic, dev: str, o: _Opts, writer: PcapWriter | None) -> int:
     sll2 = dev == "any" and writer is None
     link = "LINUX_SLL2 (Linux cooked v2)" if sll2 else "EN10MB (Ethernet)"
     listening = f"listening on {dev}, link-type {link}, snapshot length {SNAPLEN} bytes"
-    if writer is None:
-        if sll2:
-            err("tcpdump: data link type LINUX_SLL2")
-        err("tcpdump: verbose output suppressed, use -v[v]... for full protocol decode")
-        err(listening)
-    else:
-        err(f"tcpdump: {listening}")
     req = nic_pb2.CaptureRequest(device="" if dev == "any" else dev, count=o.count)
     captured = dropped = 0
     interrupted = False
@@ -423,6 +416,16 @@ def _capture(nic: Nic, dev: str, o: _Opts, writer: PcapWriter | None) -> int:
     try:
         with nic.rpc_errors("Capture"):
             call = nic.stub.Capture(req)
+            # The service answers with its headers once the tap is registered: only
+            # then is it listening, as tcpdump's message means.
+            call.initial_metadata()
+            if writer is None:
+                if sll2:
+                    err("tcpdump: data link type LINUX_SLL2")
+                err("tcpdump: verbose output suppressed, use -v[v]... for full protocol decode")
+                err(listening)
+            else:
+                err(f"tcpdump: {listening}")
             for resp in call:
                 dropped = max(dropped, resp.dropped)
                 captured += 1

@@ -281,6 +281,7 @@ class FakeNic(nic_pb2_grpc.NicServiceServicer):
 
     def Capture(self, request: Any, context: Any) -> Iterator[Any]:
         self._record("Capture", request)
+        context.send_initial_metadata(())
         try:
             for f in self.frames:
                 if request.device and f.device != request.device:
