@@ -15,6 +15,7 @@ from services.nic.napi import RX_RING_MAX, TX_RING_MAX
 from services.nic.neigh import NUD_PERMANENT
 from services.nic.netem import NetemConfig
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
+from stackemu.skb.v1 import skb_pb2
 
 # include/uapi/linux/net_tstamp.h SOF_TIMESTAMPING_* bits ethtool -T reports.
 SOF_TIMESTAMPING_TX_HARDWARE = 1 << 0
@@ -246,8 +247,6 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
     async def GetEthtoolStats(
         self, request: nic_pb2.GetEthtoolStatsRequest, context: grpc.aio.ServicerContext
     ) -> nic_pb2.GetEthtoolStatsResponse:
-        from stackemu.skb.v1 import skb_pb2
-
         dev = await self._dev(request.device, context)
         if dev is None:
             return nic_pb2.GetEthtoolStatsResponse(

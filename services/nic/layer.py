@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 from services.core.dropreason import DropStats, SkbDropReason
-from services.core.errno import EINVAL, ENODEV, EOPNOTSUPP, ERANGE
+from services.core.errno import EINVAL, EOPNOTSUPP, ERANGE
 from services.core.skbuff import (
     CHECKSUM_PARTIAL,
     HEADER_UNSET,
@@ -270,7 +270,6 @@ class NicLayer:
             dev.driver.rx_mac_filtered += 1
             self.drops.drop(SkbDropReason.OTHERHOST, "rx mac filter")
             return None
-        self.taps.deliver(dev.ifindex, self.realtime(), _rx_pkt_type(frame, dev), frame)
         skb = alloc_skb(len(frame), NET_SKB_PAD)
         skb.put_data(frame)
         dev.stats.rx_packets += 1
@@ -280,6 +279,9 @@ class NicLayer:
         if dev.hwtstamp.rx_filter == HWTSTAMP_FILTER_ALL:
             skb.hwtstamp = desc.hwtstamp
         self.eth_type_trans(skb, dev)
+        if self.taps:
+            # The driver's copy of the frame as it arrived, before GRO touches it.
+            self.taps.deliver(dev.ifindex, self.realtime(), skb.pkt_type, frame)
         return skb
 
     def eth_type_trans(self, skb: SkBuff, dev: NetDevice) -> None:
@@ -492,11 +494,12 @@ class NicLayer:
             if seg.sk and hw:
                 dev.driver.tx_hwtstamps += 1
                 self._tstamp_tx(seg, SCM_TSTAMP_SND, self.realtime())
-            now = self.realtime()
-            for frame in out:
-                dev.stats.tx_packets += 1
-                dev.stats.tx_bytes += len(frame)
-                self.taps.deliver(dev.ifindex, now, PACKET_OUTGOING, frame)
+            dev.stats.tx_packets += len(out)
+            dev.stats.tx_bytes += sum(map(len, out))
+            if self.taps:
+                now = self.realtime()
+                for frame in out:
+                    self.taps.deliver(dev.ifindex, now, PACKET_OUTGOING, frame)
             frames.extend(out)
         return frames
 
@@ -620,9 +623,7 @@ class NicLayer:
                 self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost))
         netem = self.netem.get(dev.ifindex)
         if netem is not None:
-            lost_frames = netem.drain()
-            if lost_frames:
-                self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost_frames))
+            self._netem_reset(netem)
         ring = self.tx_ring[dev.ifindex]
         if ring:
             self.drops.drop(SkbDropReason.DEV_READY, "tx ring freed", len(ring))
@@ -631,6 +632,12 @@ class NicLayer:
             self.drops.drop(SkbDropReason.DEV_READY, "rx ring freed", len(dev.napi.ring))
             dev.napi.ring.clear()
         self.neigh.ifdown(dev)
+
+    def _netem_reset(self, netem: Netem) -> None:
+        """netem_reset(): what the qdisc held is freed and counted."""
+        lost = netem.drain()
+        if lost:
+            self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost))
 
     def set_carrier(self, dev: NetDevice, on: bool) -> None:
         """netif_carrier_on/off from the link."""
@@ -688,19 +695,13 @@ class NicLayer:
         old = self.netem.pop(dev.ifindex, None)
         if old is not None:
             # The replaced qdisc's backlog is dropped (qdisc_put → qdisc_reset).
-            lost = old.drain()
-            if lost:
-                self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost))
+            self._netem_reset(old)
         if config is not None:
             err = config.validate()
             if err is not None:
                 return EINVAL, err
             self.netem[dev.ifindex] = Netem(config)
         return 0, ""
-
-    def check_dev(self, name: str) -> NetDevice | int:
-        dev = self.dev_by_name(name)
-        return dev if dev is not None else ENODEV
 
 
 def _rx_pkt_type(frame: bytes | memoryview, dev: NetDevice) -> int:

@@ -164,6 +164,14 @@ def link(host: str | None, args: list[str], stats: int) -> int:
     fail(255, f'Command "{cmd}" is unknown, try "ip link help".')
 
 
+def _u32_arg(v: str, key: str) -> int:
+    """get_unsigned(): a u32 argument, or iproute2's invarg() message."""
+    n = _parse_int(v)
+    if n is None or not 0 <= n < 1 << 32:
+        fail(255, f'Error: argument "{v}" is wrong: Invalid "{key}" value\n')
+    return n
+
+
 def _link_dev_arg(args: list[str], i: int, dev: str | None) -> tuple[str, int]:
     """The device of `ip link set/show`, named with or without `dev`, given once."""
     a = args[i]
@@ -353,19 +361,13 @@ def link_set(host: str | None, args: list[str]) -> int:
             i += 1
             if req.HasField("mtu"):
                 fail(255, f'Error: duplicate "mtu": "{v}" is the second value.')
-            n = _parse_int(v)
-            if n is None or not 0 <= n < 1 << 32:
-                fail(255, f'Error: argument "{v}" is wrong: Invalid "mtu" value\n')
-            req.mtu = n
+            req.mtu = _u32_arg(v, "mtu")
         elif a in ("txqueuelen", "qlen", "txqlen"):
             v = _next(args, i)
             i += 1
             if req.HasField("txqueuelen"):
                 fail(255, f'Error: duplicate "txqueuelen": "{v}" is the second value.')
-            n = _parse_int(v)
-            if n is None or not 0 <= n < 1 << 32:
-                fail(255, f'Error: argument "{v}" is wrong: Invalid "txqueuelen" value\n')
-            req.txqueuelen = n
+            req.txqueuelen = _u32_arg(v, "txqueuelen")
         elif a == "promisc":
             v = _next(args, i)
             i += 1
@@ -382,10 +384,7 @@ def link_set(host: str | None, args: list[str]) -> int:
         elif a == "napi_weight":
             v = _next(args, i)
             i += 1
-            n = _parse_int(v)
-            if n is None or not 0 <= n < 1 << 32:
-                fail(255, f'Error: argument "{v}" is wrong: Invalid "napi_weight" value\n')
-            req.napi_weight = n
+            req.napi_weight = _u32_arg(v, "napi_weight")
         else:
             dev, i = _link_dev_arg(args, i, dev)
         i += 1

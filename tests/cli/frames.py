@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import struct
 
+from tests.services.fakes_udp import rfc1071 as csum
+
 MAC_A = bytes.fromhex("02000a000001")
 MAC_B = bytes.fromhex("02000a000002")
 BROADCAST = b"\xff" * 6
 IP_A = bytes([10, 0, 0, 1])
 IP_B = bytes([10, 0, 0, 2])
 LOCALHOST = bytes([127, 0, 0, 1])
-
-
-def csum(data: bytes) -> int:
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, ident: int = 1, frag: int = 0x4000) -> bytes:
