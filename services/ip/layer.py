@@ -12,7 +12,6 @@ import random
 import time
 from collections.abc import Iterable
 
-from services.core import errno
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.skbuff import (
     PACKET_OTHERHOST,
@@ -28,22 +27,9 @@ from services.core.wire.ipv4 import (
     IPPROTO_UDP,
     Ipv4Packet,
     Ipv4Repr,
-    ipv4_is_lbcast,
-    ipv4_is_loopback,
-    ipv4_is_multicast,
 )
-from services.ip.fib import (
-    INADDR_LOOPBACK,
-    RTN_BROADCAST,
-    RTN_LOCAL,
-    RTN_UNICAST,
-    Fib,
-    InIfaddr,
-)
-
-# include/net/route.h
-RTCF_BROADCAST = 0x10000000
-RTCF_LOCAL = 0x80000000
+from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
+from services.ip.route import RTCF_LOCAL, Router
 
 # include/uapi/linux/in.h
 IP_PMTUDISC_DONT = 0
@@ -58,20 +44,14 @@ IP_IDENTS_SZ = 2048  # net/ipv4/route.c
 _ECN_COUNTERS = ("InNoECTPkts", "InECT1Pkts", "InECT0Pkts", "InCEPkts")
 
 
-class RouteError(Exception):
-    def __init__(self, err: int) -> None:
-        super().__init__(errno.strerror(err))
-        self.errno = err
-
-
 class IpLayer:
     def __init__(self, hostname: str, sysctl: Sysctl) -> None:
         self.sysctl = sysctl
         self.fib = Fib()
         self.mib = SnmpMib()
+        self.router = Router(self.fib, self.mib)
         self.drops = DropStats()
         self.trace = Tracer("ip", hostname)
-        self.mtus: dict[int, int] = {}
         self.to_transport: list[SkBuff] = []
         self.to_device: list[SkBuff] = []
         # ip_idents_reserve(): a table of counters and last-use times keyed by a hash
@@ -84,67 +64,14 @@ class IpLayer:
         """The devices (ifindex, mtu) as the NIC reports them, all at attach and then
         those that changed. fib_netdev_event(NETDEV_CHANGEMTU) → rt_cache_flush():
         routes cached above carry the old MTU, so the generation moves on."""
-        changed = {i: m for i, m in links if self.mtus.get(i) != m}
-        if changed and self.mtus:
+        mtus = self.router.mtus
+        changed = {i: m for i, m in links if mtus.get(i) != m}
+        if changed and mtus:
             self.fib.genid += 1
-        self.mtus.update(changed)
+        mtus.update(changed)
 
     def add_address(self, ifa: InIfaddr) -> None:
         self.fib.add_ifaddr(ifa, loopback=ifa.ifindex == self.fib.loopback_ifindex)
-
-    # Routing for the layer above.
-
-    def route_output(self, daddr: int, saddr: int = 0, oif: int = 0) -> tuple[Dst, int]:
-        """ip_route_output_key(): the route and source address for a flow, or RouteError
-        with the errno the kernel returns."""
-        try:
-            return self._route_output(daddr, saddr, oif)
-        except RouteError as err:
-            # udp_sendmsg() and __ip4_datagram_connect() count every -ENETUNREACH of the
-            # lookup; they run in another process, so the lookup counts for them.
-            if err.errno == errno.ENETUNREACH:
-                self.mib.ip.inc("OutNoRoutes")
-            raise
-
-    def _route_output(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int]:
-        if saddr:
-            # ip_route_output_key_hash_rcu(): a multicast or limited-broadcast source is
-            # -EINVAL; one that is not a local address (__ip_dev_find, which also takes
-            # any address of a local route, so 127.0.0.9 is ours) is -ENETUNREACH.
-            # `ip route get 10.0.0.7 from 10.0.0.99` says the same on 6.18.
-            if ipv4_is_multicast(saddr) or ipv4_is_lbcast(saddr):
-                raise RouteError(errno.EINVAL)
-            if not self.fib.is_local(saddr):
-                raise RouteError(errno.ENETUNREACH)
-        if not daddr:
-            # No destination: the packet loops back to ourselves (127.0.0.1 by default).
-            daddr = saddr or INADDR_LOOPBACK
-            saddr = saddr or INADDR_LOOPBACK
-            lo = self.fib.loopback_ifindex
-            return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), saddr
-        route = self.fib.lookup(daddr)
-        if route is None:
-            raise RouteError(errno.ENETUNREACH)
-        if route.type == RTN_LOCAL:
-            lo = self.fib.loopback_ifindex
-            src = saddr or route.prefsrc or daddr
-            return Dst(lo, daddr, self.mtus.get(lo, 65536), RTN_LOCAL, RTCF_LOCAL), src
-        if ipv4_is_loopback(saddr) and route.ifindex != self.fib.loopback_ifindex:
-            # __mkroute_output(): a loopback source may not leave through another device
-            # (`ip route get 10.0.0.7 from 127.0.0.1` is -EINVAL).
-            raise RouteError(errno.EINVAL)
-        if route.type == RTN_BROADCAST:
-            src = saddr or route.prefsrc or self.fib.select_addr(route.ifindex, daddr)
-            mtu = self.mtus.get(route.ifindex, 1500)
-            # __mkroute_output(): a broadcast route is RTCF_BROADCAST | RTCF_LOCAL.
-            return Dst(route.ifindex, daddr, mtu, RTN_BROADCAST, RTCF_BROADCAST | RTCF_LOCAL), src
-        if route.type != RTN_UNICAST:
-            raise RouteError(errno.ENETUNREACH)
-        if oif and oif != route.ifindex:
-            raise RouteError(errno.ENETUNREACH)
-        nexthop = route.gateway or daddr
-        src = saddr or route.prefsrc or self.fib.select_addr(route.ifindex, nexthop)
-        return Dst(route.ifindex, nexthop, self.mtus.get(route.ifindex, 1500), RTN_UNICAST, 0), src
 
     # Receive.
 
@@ -191,7 +118,7 @@ class IpLayer:
     def _ip_rcv_finish(self, skb: SkBuff, pkt: Ipv4Packet) -> None:
         """ip_rcv_finish() → ip_route_input_noref() → dst_input()."""
         daddr = pkt.dst
-        route = self.fib.lookup(daddr)
+        route = self.router.input(daddr)
         if route is not None and route.type in (RTN_LOCAL, RTN_BROADCAST):
             skb.dst = Dst(route.ifindex, daddr, 0, route.type, RTCF_LOCAL)
             if route.type == RTN_BROADCAST:

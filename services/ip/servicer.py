@@ -13,14 +13,16 @@ from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_
 from services.core.skbuff import SkBuff
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BatchQueue, messages
+from services.ip.control import IpControl
 from services.ip.fib import InIfaddr
-from services.ip.layer import IpLayer, RouteError
+from services.ip.layer import IpLayer
+from services.ip.route import RouteError
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 
 
-class IpServicer(ip_pb2_grpc.IpServiceServicer):
+class IpServicer(IpControl):
     def __init__(self, layer: IpLayer, addresses: list[tuple[str, int, int]]) -> None:
         self.layer = layer
         self.addresses = addresses
@@ -103,7 +105,7 @@ class IpServicer(ip_pb2_grpc.IpServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not an IPv4 address")
         genid = self.layer.fib.genid
         try:
-            dst, saddr = self.layer.route_output(request.daddr, request.saddr, request.oif)
+            dst, saddr = self.layer.router.output(request.daddr, request.saddr, request.oif)
         except RouteError as err:
             return ip_pb2.RouteOutputResponse(errno=err.errno, fib_genid=genid)
         return ip_pb2.RouteOutputResponse(
