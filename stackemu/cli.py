@@ -222,3 +222,21 @@ def softnet_stat(host: str | None, args: tuple[str, ...]) -> None:
     from stackemu.tools import softnet
 
     run_tool(softnet.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help=_HOST_HELP)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def nstat(host: str | None, args: tuple[str, ...]) -> None:
+    """iproute2 nstat over a host's Ip, Icmp, IcmpMsg, Udp, UdpLite and IpExt counters.
+
+    \b
+    stackemu nstat [-a] [-z] [-j [-p]] [-r] [-s] [-n] [PATTERN ...]
+    stackemu nstat -az 'IpFrag*'      absolute values, zeros too, one group
+
+    \b
+    Without -a it prints the increments since its last run on that host.
+    """
+    from stackemu.tools import nstat as tool
+
+    run_tool(tool.main, host, args)

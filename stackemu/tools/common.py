@@ -1,4 +1,4 @@
-"""What the NIC tools share: finding a host's NicService, `HOST:DEV` names, and
+"""What the tools share: finding a host's service of one layer, `HOST:DEV` names, and
 failing the way the real tool fails (its message on stderr, its exit code)."""
 
 from __future__ import annotations
@@ -7,13 +7,15 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 import click
 import grpc
 
 from stackemu import state
+from stackemu.ip.v1 import ip_pb2_grpc
 from stackemu.nic.v1 import nic_pb2_grpc
+from stackemu.udp.v1 import udp_pb2_grpc
 
 # Unary control RPCs answer at once; a service that does not is not running.
 RPC_TIMEOUT = 5.0
@@ -88,28 +90,35 @@ def ethnl_error(errno: int, message: str) -> list[str]:
     return [*lines, f"netlink error: {strerror(errno)}"]
 
 
-class Nic:
-    """A channel to one host's NicService. Every failure to talk to it (no stack, the
-    service gone, an RPC it lacks) ends the tool with a message saying what to do."""
+class Service:
+    """A channel to one host's service of one layer. Every failure to talk to it (no
+    stack, the service gone, an RPC it lacks) ends the tool with a message saying what
+    to do."""
+
+    layer = ""
+    title = ""
 
     def __init__(self, host: str | None) -> None:
         self.host = default_host(host)
         if state.load() is None:
-            # (service_addr's message also offers STACKEMU_SOCKET_ADDR, which no NIC tool reads)
+            # (service_addr's message also offers STACKEMU_SOCKET_ADDR, which no tool reads)
             raise click.ClickException(
                 f"no emulated stack is running (no {state.state_file()}): start one with `stackemu up`"
             )
         try:
-            self.addr = state.service_addr("nic", self.host)
+            self.addr = state.service_addr(self.layer, self.host)
         except state.NoStack as e:
             raise click.ClickException(str(e)) from None
         self._channel = grpc.insecure_channel(self.addr)
-        self.stub = nic_pb2_grpc.NicServiceStub(self._channel)
+        self.stub: Any = self.make_stub(self._channel)
+
+    def make_stub(self, channel: grpc.Channel) -> Any:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> Nic:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,7 +136,7 @@ class Nic:
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
             details = e.details() if isinstance(e, grpc.Call) else str(e)
-            where = f"host {self.host}'s NIC service at {self.addr}"
+            where = f"host {self.host}'s {self.title} service at {self.addr}"
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 msg = f"cannot reach {where} ({details}): is the stack running? see `stackemu status`"
             elif code == grpc.StatusCode.UNIMPLEMENTED:
@@ -146,3 +155,24 @@ def run_tool(main: Any, *args: Any) -> None:
         code = e.code
     if code:
         sys.exit(code)
+
+
+class Nic(Service):
+    layer, title = "nic", "NIC"
+
+    def make_stub(self, channel: grpc.Channel) -> Any:
+        return nic_pb2_grpc.NicServiceStub(channel)
+
+
+class Ip(Service):
+    layer, title = "ip", "IP"
+
+    def make_stub(self, channel: grpc.Channel) -> Any:
+        return ip_pb2_grpc.IpServiceStub(channel)
+
+
+class Udp(Service):
+    layer, title = "udp", "UDP"
+
+    def make_stub(self, channel: grpc.Channel) -> Any:
+        return udp_pb2_grpc.UdpServiceStub(channel)
