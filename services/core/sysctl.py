@@ -418,6 +418,24 @@ _SPECS: Final = (
         check=_unprivileged_port_start_check,
         atomic=True,
     ),
+    # net/ipv4/route.c: ipv4_route_netns_table
+    _spec(
+        "net.ipv4.route.min_pmtu",
+        552,
+        "Smallest path MTU an ICMP fragmentation-needed may set; below it the MTU is locked.",
+        "ip",
+        "proc_dointvec_minmax",
+        Conv.INT,
+        minimum=68,
+    ),
+    _spec(
+        "net.ipv4.route.mtu_expires",
+        600,
+        "Seconds a learned path MTU (a nexthop exception) stays in force.",
+        "ip",
+        "proc_dointvec_jiffies",
+        Conv.JIFFIES,
+    ),
     # net/ipv4/ip_fragment.c: ip4_frags_ns_ctl_table
     _spec(
         "net.ipv4.ipfrag_high_thresh",

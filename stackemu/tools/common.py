@@ -147,6 +147,15 @@ class Service:
             raise click.ClickException(msg) from None
 
 
+def has_service(layer: str, host: str | None) -> bool:
+    """Whether the running stack's state names this host's service of that layer."""
+    data = state.load()
+    if data is None:
+        return False
+    entry = data.get("hosts", {}).get(default_host(host), {})
+    return isinstance(entry, dict) and layer in entry
+
+
 def run_tool(main: Any, *args: Any) -> None:
     """Run a tool's main and leave with its exit status."""
     try:

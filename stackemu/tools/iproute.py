@@ -1,7 +1,11 @@
-"""`stackemu ip`: iproute2's `ip link` and `ip neigh` against a host's NicService.
+"""`stackemu ip`: iproute2's `ip link` and `ip neigh` against a host's NicService,
+`ip addr`, `ip route` and `ip rule` against its IpService.
 
 Parsing, messages and exit codes follow iproute2 6.1 (ip/iplink.c, ip/ipaddress.c,
-ip/ipneigh.c, lib/utils.c); the output is what `ip` prints for the same kernel state.
+ip/ipneigh.c, ip/iproute.c, ip/iprule.c, lib/utils.c, lib/rt_names.c); the output is
+what `ip` prints for the same kernel state (Linux 6.18). A refusal the kernel explains
+is `Error: <extack>.` (exit 2), one it does not `RTNETLINK answers: <strerror>` (exit
+2), a device iproute2 cannot resolve `Cannot find device "X"` (exit 1).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from services.nic.neigh import (
     NUD_REACHABLE,
     NUD_STALE,
 )
+from stackemu.ip.v1 import ip_pb2
 from stackemu.nic.v1 import nic_pb2
-from stackemu.tools.common import Nic, fail, matches, out, rtnl_error, split_dev
+from stackemu.tools.common import Ip, Nic, err, fail, matches, out, rtnl_error, split_dev
 
 # include/uapi/linux/if.h, in the order print_link_flags() prints them.
 IFF_UP = 0x1
@@ -64,7 +69,7 @@ _NUD_NAMES = (
 
 IP_USAGE = """\
 Usage: stackemu ip [ --host HOST ] [ -s[tatistics] ] OBJECT { COMMAND | help }
-where  OBJECT := { link | neighbour }"""
+where  OBJECT := { address | link | neighbour | route | rule }"""
 
 LINK_USAGE = """\
 Usage: ip link set { DEVICE | dev DEVICE }
@@ -89,13 +94,10 @@ Usage: ip neigh { add | del | change | replace }
 STATE := { delay | failed | incomplete | noarp | none |
            permanent | probe | reachable | stale }"""
 
-# Objects `ip` knows that belong to other layers or are not built yet.
+# Objects `ip` knows that are not built.
 _OTHER_OBJECTS = (
-    "address",
     "addrlabel",
     "maddress",
-    "route",
-    "rule",
     "ntable",
     "tunnel",
     "tuntap",
@@ -124,6 +126,13 @@ def main(host: str | None, argv: Sequence[str]) -> int:
     if not args:
         fail(255, IP_USAGE)
     obj, rest = args[0], args[1:]
+    # do_cmd() takes the first object of its table the word is a prefix of.
+    if matches(obj, "address"):
+        return address(host, rest, stats)
+    if matches(obj, "route"):
+        return route(host, rest, stats)
+    if matches(obj, "rule"):
+        return rule(host, rest, stats)
     if matches(obj, "neighbor") or matches(obj, "neighbour"):
         return neigh(host, rest, stats)
     if matches(obj, "link"):
@@ -132,7 +141,7 @@ def main(host: str | None, argv: Sequence[str]) -> int:
         fail(255, IP_USAGE)
     for other in _OTHER_OBJECTS:
         if matches(obj, other):
-            fail(255, f'stackemu ip: "ip {other}" is not part of the NIC tools; they have link and neigh.')
+            fail(255, f'stackemu ip: "ip {other}" is not emulated.')
     fail(255, f'Object "{obj}" is unknown, try "ip help".')
 
 
@@ -633,4 +642,1013 @@ def neigh_modify(host: str | None, args: list[str], cmd: str) -> int:
         fail(1, f'Cannot find device "{name}"')
     if code:
         fail(2, rtnl_error(code, message))
+    return 0
+
+
+# ---- ip address, ip route, ip rule ----------------------------------------------
+
+# lib/rt_names.c and /etc/iproute2/rt_{protos,scopes,tables,dsfield}.
+TYPE_NAMES = (
+    "unspec",
+    "unicast",
+    "local",
+    "broadcast",
+    "anycast",
+    "multicast",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "throw",
+    "nat",
+    "xresolve",
+)
+PROTO_NAMES = {
+    0: "unspec",
+    1: "redirect",
+    2: "kernel",
+    3: "boot",
+    4: "static",
+    8: "gated",
+    9: "ra",
+    10: "mrt",
+    11: "zebra",
+    12: "bird",
+    13: "dnrouted",
+    14: "xorp",
+    15: "ntk",
+    16: "dhcp",
+    18: "keepalived",
+    42: "babel",
+    99: "openr",
+    186: "bgp",
+    187: "isis",
+    188: "ospf",
+    189: "rip",
+    192: "eigrp",
+}
+SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+TABLE_NAMES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+DSFIELD_NAMES = {
+    0x00: "default",
+    0x28: "AF11",
+    0x30: "AF12",
+    0x38: "AF13",
+    0x48: "AF21",
+    0x50: "AF22",
+    0x58: "AF23",
+    0x68: "AF31",
+    0x70: "AF32",
+    0x78: "AF33",
+    0x88: "AF41",
+    0x90: "AF42",
+    0x98: "AF43",
+    0x20: "CS1",
+    0x40: "CS2",
+    0x60: "CS3",
+    0x80: "CS4",
+    0xA0: "CS5",
+    0xC0: "CS6",
+    0xE0: "CS7",
+    0xB8: "EF",
+}
+RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, RTN_ANYCAST, RTN_MULTICAST, RTN_NAT = 1, 2, 3, 4, 5, 10
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
+RT_TABLE_MAIN, RT_TABLE_LOCAL = 254, 255
+RTPROT_BOOT = 3
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
+RTNH_F_ONLINK = 4
+IFA_F_SECONDARY, IFA_F_NOPREFIXROUTE = 0x01, 0x200
+FR_ACT_TO_TBL, FR_ACT_NOP = 1, 3
+RTCF_NAMES = ((0x80000000, "local"), (0x20000000, "mc"), (0x10000000, "brd"))
+ENODEV = 19
+
+ADDR_USAGE = """\
+Usage: ip address {add|change|replace} IFADDR dev IFNAME [ LIFETIME ]
+                                                      [ CONFFLAG-LIST ]
+       ip address del IFADDR dev IFNAME [mngtmpaddr]
+       ip address {save|flush} [ dev IFNAME ] [ scope SCOPE-ID ]
+                            [ to PREFIX ] [ FLAG-LIST ] [ label LABEL ] [up]
+       ip address [ show [ dev IFNAME ] [ scope SCOPE-ID ] [ master DEVICE ]
+                         [ nomaster ]
+                         [ type TYPE ] [ to PREFIX ] [ FLAG-LIST ]
+                         [ label LABEL ] [up] [ vrf NAME ] ]
+       ip address {showdump|restore}
+IFADDR := PREFIX | ADDR peer PREFIX
+          [ broadcast ADDR ] [ anycast ADDR ]
+          [ label IFNAME ] [ scope SCOPE-ID ] [ metric METRIC ]
+SCOPE-ID := [ host | link | global | NUMBER ]
+FLAG-LIST := [ FLAG-LIST ] FLAG
+FLAG  := [ permanent | dynamic | secondary | primary |
+           [-]tentative | [-]deprecated | [-]dadfailed | temporary |
+           CONFFLAG-LIST ]
+CONFFLAG-LIST := [ CONFFLAG-LIST ] CONFFLAG
+CONFFLAG  := [ home | nodad | mngtmpaddr | noprefixroute | autojoin ]
+LIFETIME := [ valid_lft LFT ] [ preferred_lft LFT ]
+LFT := forever | SECONDS
+TYPE := { bareudp | bond | bond_slave | bridge | bridge_slave |
+          dummy | erspan | geneve | gre | gretap | ifb |
+          ip6erspan | ip6gre | ip6gretap | ip6tnl |
+          ipip | ipoib | ipvlan | ipvtap |
+          macsec | macvlan | macvtap |
+          netdevsim | nlmon | rmnet | sit | team | team_slave |
+          vcan | veth | vlan | vrf | vti | vxcan | vxlan | wwan |
+          xfrm }"""
+
+ROUTE_USAGE = """\
+Usage: ip route { list | flush } SELECTOR
+       ip route save SELECTOR
+       ip route restore
+       ip route showdump
+       ip route get [ ROUTE_GET_FLAGS ] ADDRESS
+                            [ from ADDRESS iif STRING ]
+                            [ oif STRING ] [ tos TOS ]
+                            [ mark NUMBER ] [ vrf NAME ]
+                            [ uid NUMBER ] [ ipproto PROTOCOL ]
+                            [ sport NUMBER ] [ dport NUMBER ]
+       ip route { add | del | change | append | replace } ROUTE
+SELECTOR := [ root PREFIX ] [ match PREFIX ] [ exact PREFIX ]
+            [ table TABLE_ID ] [ vrf NAME ] [ proto RTPROTO ]
+            [ type TYPE ] [ scope SCOPE ]
+ROUTE := NODE_SPEC [ INFO_SPEC ]
+NODE_SPEC := [ TYPE ] PREFIX [ tos TOS ]
+             [ table TABLE_ID ] [ proto RTPROTO ]
+             [ scope SCOPE ] [ metric METRIC ]
+             [ ttl-propagate { enabled | disabled } ]
+INFO_SPEC := { NH | nhid ID } OPTIONS FLAGS [ nexthop NH ]...
+NH := [ encap ENCAPTYPE ENCAPHDR ] [ via [ FAMILY ] ADDRESS ]
+\t    [ dev STRING ] [ weight NUMBER ] NHFLAGS
+FAMILY := [ inet | inet6 | mpls | bridge | link ]
+OPTIONS := FLAGS [ mtu NUMBER ] [ advmss NUMBER ] [ as [ to ] ADDRESS ]
+           [ rtt TIME ] [ rttvar TIME ] [ reordering NUMBER ]
+           [ window NUMBER ] [ cwnd NUMBER ] [ initcwnd NUMBER ]
+           [ ssthresh NUMBER ] [ realms REALM ] [ src ADDRESS ]
+           [ rto_min TIME ] [ hoplimit NUMBER ] [ initrwnd NUMBER ]
+           [ features FEATURES ] [ quickack BOOL ] [ congctl NAME ]
+           [ pref PREF ] [ expires TIME ] [ fastopen_no_cookie BOOL ]
+TYPE := { unicast | local | broadcast | multicast | throw |
+          unreachable | prohibit | blackhole | nat }
+TABLE_ID := [ local | main | default | all | NUMBER ]
+SCOPE := [ host | link | global | NUMBER ]
+NHFLAGS := [ onlink | pervasive ]
+RTPROTO := [ kernel | boot | static | NUMBER ]
+PREF := [ low | medium | high ]
+TIME := NUMBER[s|ms]
+BOOL := [1|0]
+FEATURES := ecn
+ENCAPTYPE := [ mpls | ip | ip6 | seg6 | seg6local | rpl | ioam6 ]
+ENCAPHDR := [ MPLSLABEL | SEG6HDR | SEG6LOCAL | IOAM6HDR ]
+SEG6HDR := [ mode SEGMODE ] segs ADDR1,ADDRi,ADDRn [hmac HMACKEYID] [cleanup]
+SEGMODE := [ encap | inline ]
+SEG6LOCAL := action ACTION [ OPTIONS ] [ count ]
+ACTION := { End | End.X | End.T | End.DX2 | End.DX6 | End.DX4 |
+            End.DT6 | End.DT4 | End.DT46 | End.B6 | End.B6.Encaps |
+            End.BM | End.S | End.AS | End.AM | End.BPF }
+OPTIONS := OPTION [ OPTIONS ]
+OPTION := { srh SEG6HDR | nh4 ADDR | nh6 ADDR | iif DEV | oif DEV |
+            table TABLEID | vrftable TABLEID | endpoint PROGNAME }
+IOAM6HDR := trace prealloc type IOAM6_TRACE_TYPE ns IOAM6_NAMESPACE size IOAM6_TRACE_SIZE
+ROUTE_GET_FLAGS := [ fibmatch ]"""
+
+RULE_USAGE = """\
+Usage: ip rule [ list [ SELECTOR ]]
+       ip rule { add | del } SELECTOR ACTION
+       ip rule { flush | save | restore }
+SELECTOR := [ not ] [ from PREFIX ] [ to PREFIX ] [ tos TOS ]
+            [ fwmark FWMARK[/MASK] ]
+            [ iif STRING ] [ oif STRING ] [ pref NUMBER ] [ l3mdev ]
+            [ uidrange NUMBER-NUMBER ]
+            [ ipproto PROTOCOL ]
+            [ sport [ NUMBER | NUMBER-NUMBER ]
+            [ dport [ NUMBER | NUMBER-NUMBER ] ]
+ACTION := [ table TABLE_ID ]
+          [ protocol PROTO ]
+          [ nat ADDRESS ]
+          [ realms [SRCREALM/]DSTREALM ]
+          [ goto NUMBER ]
+          SUPPRESSOR
+SUPPRESSOR := [ suppress_prefixlength NUMBER ]
+              [ suppress_ifgroup DEVGROUP ]
+TABLE_ID := [ local | main | default | NUMBER ]"""
+
+
+def _a(addr: int) -> str:
+    return str(ipaddress.IPv4Address(addr))
+
+
+def invarg(msg: str, arg: str) -> None:
+    """invarg(): `Error: argument "X" is wrong: MSG` and exit(-1)."""
+    fail(255, f'Error: argument "{arg}" is wrong: {msg}\n')
+
+
+def _num(arg: str) -> int | None:
+    """get_u32()/get_unsigned(): strtoul base 0 of the whole word."""
+    try:
+        n = int(arg, 0)
+    except ValueError:
+        return None
+    return n if 0 <= n < 1 << 32 else None
+
+
+def get_addr(arg: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(arg))
+    except ValueError:
+        fail(1, f'Error: inet address is expected rather than "{arg}".')
+
+
+def get_prefix(arg: str) -> tuple[int, int]:
+    """get_prefix(): ADDR[/LEN], `default`/`all`/`any` for 0/0; the address is not
+    masked (the kernel judges a prefix with host bits)."""
+    if arg in ("default", "all", "any"):
+        return 0, 0
+    addr, slash, plen = arg.partition("/")
+    try:
+        value = int(ipaddress.IPv4Address(addr))
+        length = int(plen) if slash else 32
+        if not 0 <= length <= 32 or (slash and not plen.isdigit()):
+            raise ValueError(arg)
+    except ValueError:
+        fail(1, f'Error: inet prefix is expected rather than "{arg}".')
+    return value, length
+
+
+def table_a2n(arg: str) -> int | None:
+    for n, name in TABLE_NAMES.items():
+        if arg == name:
+            return n
+    return _num(arg)
+
+
+def table_n2a(n: int) -> str:
+    return TABLE_NAMES.get(n, str(n))
+
+
+def proto_a2n(arg: str) -> int | None:
+    for n, name in PROTO_NAMES.items():
+        if arg == name:
+            return n
+    v = _num(arg)
+    return v if v is not None and v < 256 else None
+
+
+def scope_a2n(arg: str) -> int | None:
+    for n, name in SCOPE_NAMES.items():
+        if arg == name:
+            return n
+    v = _num(arg)
+    return v if v is not None and v < 256 else None
+
+
+def type_a2n(arg: str) -> int | None:
+    if arg in TYPE_NAMES:
+        return TYPE_NAMES.index(arg)
+    n = _num(arg)
+    return n if n is not None and n < 256 else None
+
+
+def dsfield_a2n(arg: str) -> int | None:
+    for n, name in DSFIELD_NAMES.items():
+        if arg == name:
+            return n
+    try:
+        n = int(arg, 16)
+    except ValueError:
+        return None
+    return n if 0 <= n < 256 else None
+
+
+def dsfield_n2a(n: int) -> str:
+    return DSFIELD_NAMES.get(n, f"0x{n:02x}")
+
+
+def _check(resp: object) -> None:
+    """A refused request: the device iproute2 could not resolve, or rtnetlink's answer."""
+    code, message = getattr(resp, "errno", 0), getattr(resp, "message", "")
+    if code == ENODEV and message.startswith("Cannot find device"):
+        fail(1, message)
+    if code:
+        fail(2, rtnl_error(code, message))
+
+
+def _host_dev(host: str | None, dev: str | None) -> tuple[str | None, str]:
+    if dev is None:
+        return host, ""
+    return split_dev(dev, host)
+
+
+# ---- ip address --------------------------------------------------------------------
+
+
+def address(host: str | None, args: list[str], stats: int) -> int:
+    if not args:
+        return addr_show(host, [])
+    cmd, rest = args[0], args[1:]
+    if matches(cmd, "add"):
+        return addr_modify(host, rest, delete=False)
+    if matches(cmd, "delete"):
+        return addr_modify(host, rest, delete=True)
+    if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
+        return addr_show(host, rest)
+    if matches(cmd, "help"):
+        fail(255, ADDR_USAGE)
+    fail(255, f'Command "{cmd}" is unknown, try "ip address help".')
+
+
+def addr_modify(host: str | None, args: list[str], delete: bool) -> int:
+    local: tuple[int, int] | None = None
+    plen_given = False
+    brd: str | None = None
+    scope: int | None = None
+    label = ""
+    flags = 0
+    metric = 0
+    dev: str | None = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("broadcast", "brd") or matches(a, "broadcast"):
+            brd = _next(args, i)
+            i += 1
+        elif a == "scope":
+            v = _next(args, i)
+            i += 1
+            scope = scope_a2n(v)
+            if scope is None:
+                invarg("invalid scope value.", v)
+        elif a == "dev":
+            dev = _next(args, i)
+            i += 1
+        elif a == "label":
+            label = _next(args, i)
+            i += 1
+        elif a == "noprefixroute":
+            flags |= IFA_F_NOPREFIXROUTE
+        elif a in ("metric", "priority", "preference"):
+            v = _next(args, i)
+            i += 1
+            n = _num(v)
+            if n is None:
+                invarg('"metric" value is invalid\n', v)
+                n = 0
+            metric = n
+        else:
+            if a == "local":
+                a = _next(args, i)
+                i += 1
+            if matches(a, "help"):
+                fail(255, ADDR_USAGE)
+            if local is not None:
+                fail(255, f'Error: either "local" is duplicate, or "{a}" is a garbage.')
+            local = get_prefix(a)
+            plen_given = "/" in a
+        i += 1
+    if dev is None:
+        fail(1, 'Not enough information: "dev" argument is required.')
+    if local is None:
+        fail(1, "Not enough information: address is required.")
+    addr, plen = local
+    host, name = split_dev(dev, host)
+    with Ip(host) as ip:
+        if delete:
+            if not plen_given:
+                err(
+                    "Warning: Executing wildcard deletion to stay compatible with old scripts.\n"
+                    f"         Explicitly specify the prefix length ({_a(addr)}/32) to avoid this warning.\n"
+                    "         This special behaviour is likely to disappear in further releases,\n"
+                    "         fix your scripts!"
+                )
+            dreq = ip_pb2.DelAddrRequest(device=name, address=addr)
+            if plen_given:
+                dreq.prefixlen = plen
+            _check(ip.call("DelAddr", dreq))
+            return 0
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+        broadcast = 0
+        if brd in ("+", "-"):
+            # ipaddr_modify(): `brd +` is the all-ones host part, `-` the network, for /30 and wider.
+            if plen < 31:
+                broadcast = addr | (~mask & 0xFFFFFFFF) if brd == "+" else addr & mask
+        elif brd is not None:
+            broadcast = get_addr(brd)
+        req = ip_pb2.AddAddrRequest(
+            device=name,
+            address=addr,
+            prefixlen=plen,
+            broadcast=broadcast,
+            scope=(RT_SCOPE_HOST if addr >> 24 == 127 else RT_SCOPE_UNIVERSE) if scope is None else scope,
+            flags=flags,
+            metric=metric,
+            label=label,
+        )
+        _check(ip.call("AddAddr", req))
+    return 0
+
+
+def _ifa_flags(flags: int) -> str:
+    s = ""
+    if flags & IFA_F_SECONDARY:
+        s += "secondary "
+    if not flags & 0x80:
+        s += "dynamic "
+    if flags & IFA_F_NOPREFIXROUTE:
+        s += "noprefixroute "
+    return s
+
+
+def format_addr(a: ip_pb2.InterfaceAddress) -> list[str]:
+    """print_addrinfo() for one IPv4 address."""
+    s = f"    inet {_a(a.address)}/{a.prefixlen} "
+    if a.metric:
+        s += f"metric {a.metric} "
+    if a.broadcast:
+        s += f"brd {_a(a.broadcast)} "
+    s += f"scope {SCOPE_NAMES.get(a.scope, str(a.scope))} " + _ifa_flags(a.flags) + a.label
+    return [s, "       valid_lft forever preferred_lft forever"]
+
+
+def addr_show(host: str | None, args: list[str]) -> int:
+    dev: str | None = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "dev":
+            a = _next(args, i)
+            i += 1
+        elif matches(a, "help"):
+            fail(255, ADDR_USAGE)
+        if dev is not None:
+            fail(255, f'Error: either "dev" is duplicate, or "{a}" is a garbage.')
+        dev = a
+        i += 1
+    host, name = _host_dev(host, dev)
+    with Nic(host) as nic:
+        links: nic_pb2.ListLinksResponse = nic.call("ListLinks", nic_pb2.ListLinksRequest())
+    with Ip(host) as ip:
+        addrs: ip_pb2.ListAddrsResponse = ip.call("ListAddrs", ip_pb2.ListAddrsRequest())
+    shown = [lk for lk in links.links if not name or lk.name == name]
+    if name and not shown:
+        fail(1, f'Device "{name}" does not exist.')
+    for lk in shown:
+        head = (
+            f"{lk.ifindex}: {lk.name}: <{flags_str(link_flags(lk))}> mtu {lk.mtu} qdisc {link_qdisc(lk)} "
+            f"state {operstate(lk)} group default "
+        )
+        if lk.txqueuelen:
+            head += f"qlen {lk.txqueuelen}"
+        out(head)
+        if lk.flags & 0x8:
+            out(f"    link/loopback {mac_str(lk.address)} brd {mac_str(bytes(6))}")
+        else:
+            out(f"    link/ether {mac_str(lk.address)} brd ff:ff:ff:ff:ff:ff")
+        for ifa in addrs.addrs:
+            if ifa.ifindex == lk.ifindex:
+                for line in format_addr(ifa):
+                    out(line)
+    return 0
+
+
+# ---- ip route ----------------------------------------------------------------------
+
+
+def route(host: str | None, args: list[str], stats: int) -> int:
+    if not args:
+        return route_show(host, [], flush=False)
+    cmd, rest = args[0], args[1:]
+    if matches(cmd, "add"):
+        return route_modify(host, rest, NLM_F_CREATE | NLM_F_EXCL)
+    if matches(cmd, "change") or cmd == "chg":
+        return route_modify(host, rest, NLM_F_REPLACE)
+    if matches(cmd, "replace"):
+        return route_modify(host, rest, NLM_F_CREATE | NLM_F_REPLACE)
+    if matches(cmd, "prepend"):
+        return route_modify(host, rest, NLM_F_CREATE)
+    if matches(cmd, "append"):
+        return route_modify(host, rest, NLM_F_CREATE | NLM_F_APPEND)
+    if matches(cmd, "delete"):
+        return route_modify(host, rest, 0, delete=True)
+    if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
+        return route_show(host, rest, flush=False)
+    if matches(cmd, "get"):
+        return route_get(host, rest)
+    if matches(cmd, "flush"):
+        return route_show(host, rest, flush=True)
+    if matches(cmd, "help"):
+        fail(255, ROUTE_USAGE)
+    fail(255, f'Command "{cmd}" is unknown, try "ip route help".')
+
+
+def route_modify(host: str | None, args: list[str], nlflags: int, delete: bool = False) -> int:
+    """iproute_modify(): the request as iproute2 builds it, defaults included."""
+    r = ip_pb2.Route(table=RT_TABLE_MAIN, scope=RT_SCOPE_NOWHERE)
+    if not delete:
+        r.protocol, r.scope, r.type = RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST
+    gw_ok = dst_ok = scope_ok = table_ok = False
+    dev: str | None = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "src":
+            r.prefsrc = get_addr(_next(args, i))
+            i += 1
+        elif a == "via":
+            v = _next(args, i)
+            i += 1
+            if v == "inet":
+                v = _next(args, i)
+                i += 1
+            r.gateway = get_addr(v)
+            gw_ok = True
+        elif a == "tos" or matches(a, "dsfield"):
+            v = _next(args, i)
+            i += 1
+            tos = dsfield_a2n(v)
+            if tos is None:
+                invarg('"tos" value is invalid\n', v)
+                tos = 0
+            r.tos = tos
+        elif matches(a, "metric") or matches(a, "priority") or a == "preference":
+            v = _next(args, i)
+            i += 1
+            n = _num(v)
+            if n is None:
+                invarg('"metric" value is invalid\n', v)
+                n = 0
+            r.priority = n
+        elif a == "scope":
+            v = _next(args, i)
+            i += 1
+            s = scope_a2n(v)
+            if s is None:
+                invarg('invalid "scope" value\n', v)
+                s = 0
+            r.scope, scope_ok = s, True
+        elif a == "mtu":
+            v = _next(args, i)
+            i += 1
+            if v == "lock":
+                r.mtu_locked = True
+                v = _next(args, i)
+                i += 1
+            n = _num(v)
+            if n is None:
+                invarg('"mtu" value is invalid\n', v)
+                n = 0
+            r.mtu = n
+        elif a == "onlink":
+            r.flags |= RTNH_F_ONLINK
+        elif matches(a, "protocol"):
+            v = _next(args, i)
+            i += 1
+            p = proto_a2n(v)
+            if p is None:
+                invarg('"protocol" value is invalid\n', v)
+                p = 0
+            r.protocol = p
+        elif matches(a, "table"):
+            v = _next(args, i)
+            i += 1
+            t = table_a2n(v)
+            if t is None:
+                invarg('"table" value is invalid\n', v)
+                t = 0
+            r.table, table_ok = t, True
+        elif a in ("dev", "oif"):
+            dev = _next(args, i)
+            i += 1
+        else:
+            if a == "to":
+                a = _next(args, i)
+                i += 1
+            if (not a[:1].isdigit()) and a in TYPE_NAMES:
+                r.type = TYPE_NAMES.index(a)
+                a = _next(args, i)
+                i += 1
+            if matches(a, "help"):
+                fail(255, ROUTE_USAGE)
+            if dst_ok:
+                fail(255, f'Error: either "to" is duplicate, or "{a}" is a garbage.')
+            r.dst, r.prefixlen = get_prefix(a)
+            dst_ok = True
+        i += 1
+    if not dst_ok:
+        fail(255, ROUTE_USAGE)
+    if not table_ok and r.type in (RTN_LOCAL, RTN_BROADCAST, RTN_NAT, RTN_ANYCAST):
+        r.table = RT_TABLE_LOCAL
+    if not scope_ok:
+        if r.type in (RTN_LOCAL, RTN_NAT):
+            r.scope = RT_SCOPE_HOST
+        elif r.type in (RTN_BROADCAST, RTN_MULTICAST, RTN_ANYCAST):
+            r.scope = RT_SCOPE_LINK
+        elif r.type in (RTN_UNICAST, 0):
+            if delete:
+                r.scope = RT_SCOPE_NOWHERE
+            elif not gw_ok:
+                r.scope = RT_SCOPE_LINK
+    if dev is not None:
+        host, r.device = split_dev(dev, host)
+    with Ip(host) as ip:
+        if delete:
+            _check(ip.call("DelRoute", ip_pb2.DelRouteRequest(route=r)))
+        else:
+            _check(ip.call("AddRoute", ip_pb2.AddRouteRequest(route=r, nlm_flags=nlflags)))
+    return 0
+
+
+class RouteFilter:
+    def __init__(self) -> None:
+        self.table = RT_TABLE_MAIN
+        self.dev = ""
+        self.proto: int | None = None
+        self.scope: int | None = None
+        self.type: int | None = None
+        self.prefix: tuple[int, int] | None = None
+        self.cache = False
+
+    def keep(self, r: ip_pb2.Route) -> bool:
+        if self.dev and r.device != self.dev:
+            return False
+        if self.proto is not None and r.protocol != self.proto:
+            return False
+        if self.scope is not None and r.scope != self.scope:
+            return False
+        if self.type is not None and r.type != self.type:
+            return False
+        if self.prefix is not None:
+            addr, plen = self.prefix
+            mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+            if r.prefixlen != plen or (r.dst ^ addr) & mask:
+                return False
+        return True
+
+
+def format_route(r: ip_pb2.Route, f: RouteFilter | None = None) -> str:
+    """print_route() of a FIB entry."""
+    f = f or RouteFilter()
+    s = ""
+    if r.type != RTN_UNICAST and f.type is None:
+        s += f"{TYPE_NAMES[r.type] if r.type < len(TYPE_NAMES) else r.type} "
+    if r.prefixlen == 32:
+        s += f"{_a(r.dst)} "
+    elif r.prefixlen == 0 and r.dst == 0:
+        s += "default "
+    else:
+        s += f"{_a(r.dst)}/{r.prefixlen} "
+    if r.tos:
+        s += f"tos {dsfield_n2a(r.tos)} "
+    if r.gateway:
+        s += f"via {_a(r.gateway)} "
+    if r.device and not f.dev:
+        s += f"dev {r.device} "
+    if r.table != RT_TABLE_MAIN and not f.table:
+        s += f"table {table_n2a(r.table)} "
+    if r.protocol != RTPROT_BOOT and f.proto is None:
+        s += f"proto {PROTO_NAMES.get(r.protocol, str(r.protocol))} "
+    if r.scope != RT_SCOPE_UNIVERSE and f.scope is None:
+        s += f"scope {SCOPE_NAMES.get(r.scope, str(r.scope))} "
+    if r.prefsrc:
+        s += f"src {_a(r.prefsrc)} "
+    if r.priority:
+        s += f"metric {r.priority} "
+    if r.flags & RTNH_F_ONLINK:
+        s += "onlink "
+    if r.mtu:
+        s += "mtu " + ("lock " if r.mtu_locked else "") + f"{r.mtu} "
+    return s
+
+
+def route_show(host: str | None, args: list[str], flush: bool) -> int:
+    """iproute_list_flush_or_save()."""
+    if flush and not args:
+        fail(255, '"ip route flush" requires arguments.')
+    f = RouteFilter()
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if matches(a, "table"):
+            v = _next(args, i)
+            i += 1
+            t = table_a2n(v)
+            if t is None:
+                if v == "all":
+                    t = 0
+                elif v == "cache":
+                    f.cache = True
+                    t = 0
+                elif v == "help":
+                    fail(255, ROUTE_USAGE)
+                else:
+                    invarg("table id value is invalid\n", v)
+                    t = 0
+            f.table = t
+        elif matches(a, "cached") or matches(a, "cloned"):
+            f.cache = True
+        elif matches(a, "protocol"):
+            v = _next(args, i)
+            i += 1
+            f.proto = proto_a2n(v)
+            if f.proto is None and v != "all":
+                invarg('invalid "protocol"\n', v)
+        elif matches(a, "scope"):
+            v = _next(args, i)
+            i += 1
+            f.scope = scope_a2n(v)
+            if f.scope is None and v != "all":
+                invarg('invalid "scope"\n', v)
+        elif matches(a, "type"):
+            v = _next(args, i)
+            i += 1
+            f.type = type_a2n(v)
+            if f.type is None:
+                invarg("node type value is invalid\n", v)
+        elif a in ("dev", "oif"):
+            v = _next(args, i)
+            i += 1
+            host, f.dev = split_dev(v, host)
+        else:
+            if matches(a, "to"):
+                a = _next(args, i)
+                i += 1
+            if matches(a, "exact"):
+                a = _next(args, i)
+                i += 1
+            if matches(a, "help"):
+                fail(255, ROUTE_USAGE)
+            f.prefix = get_prefix(a)
+        i += 1
+    with Ip(host) as ip:
+        if flush and f.cache:
+            ip.call("FlushCache", ip_pb2.FlushCacheRequest())
+            return 0
+        resp: ip_pb2.ListRoutesResponse = ip.call(
+            "ListRoutes", ip_pb2.ListRoutesRequest(table=f.table, cache=f.cache)
+        )
+        if f.cache:
+            for c in resp.cached:
+                if f.dev and c.device != f.dev:
+                    continue
+                line = f"{_a(c.dst)} " + (f"via {_a(c.gateway)} " if c.gateway else "") + f"dev {c.device} "
+                out(line)
+                tail = f"expires {c.expires_sec}sec " if c.expires_sec else ""
+                tail += "mtu " + ("lock " if c.mtu_locked else "") + f"{c.mtu} "
+                out(f"    cache {tail}")
+            return 0
+        routes = [r for r in resp.routes if f.keep(r)]
+        if flush:
+            # iproute2 flushes by dumping and sending RTM_DELROUTE for each entry.
+            for r in routes:
+                _check(ip.call("DelRoute", ip_pb2.DelRouteRequest(route=r)))
+            return 0
+    for r in routes:
+        out(format_route(r, f))
+    return 0
+
+
+def _cache_flags(flags: int) -> str:
+    names = [name for bit, name in RTCF_NAMES if flags & bit]
+    return f"<{','.join(names)}> " if names else ""
+
+
+def format_get(g: ip_pb2.GetRouteResponse) -> str:
+    """print_route() of an RTM_F_CLONED answer to RTM_GETROUTE."""
+    s = ""
+    if g.type != RTN_UNICAST:
+        s += f"{TYPE_NAMES[g.type] if g.type < len(TYPE_NAMES) else g.type} "
+    s += f"{_a(g.daddr)} "
+    if g.saddr:
+        s += f"from {_a(g.saddr)} "
+    if g.gateway:
+        s += f"via {_a(g.gateway)} "
+    if g.device:
+        s += f"dev {g.device} "
+    if g.table and g.table != RT_TABLE_MAIN:
+        s += f"table {table_n2a(g.table)} "
+    if not g.input and g.prefsrc != g.saddr:
+        s += f"src {_a(g.prefsrc)} "
+    if g.flags & 0x20000000:
+        # RTCF_MULTICAST shares its bit with RTM_F_OFFLOAD_FAILED in rtm_flags.
+        s += "rt_offload_failed "
+    if g.mark:
+        s += f"mark 0x{g.mark:x} " if g.mark >= 16 else f"mark {g.mark} "
+    if not g.input:
+        s += "uid 0 "
+    tail = "    cache " + _cache_flags(g.flags)
+    if g.expires_sec:
+        tail += f"expires {g.expires_sec}sec "
+    if g.mtu:
+        tail += "mtu " + ("lock " if g.mtu_locked else "") + f"{g.mtu} "
+    if g.input:
+        tail += f"iif {g.iif} "
+    return s + "\n" + tail
+
+
+def route_get(host: str | None, args: list[str]) -> int:
+    """iproute_get()."""
+    req = ip_pb2.GetRouteRequest()
+    dst_ok = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("tos",) or matches(a, "dsfield"):
+            v = _next(args, i)
+            i += 1
+            tos = dsfield_a2n(v)
+            if tos is None:
+                invarg("TOS value is invalid\n", v)
+                tos = 0
+            req.tos = tos
+        elif matches(a, "from"):
+            v = _next(args, i)
+            i += 1
+            req.saddr = get_prefix(v)[0]
+        elif a in ("iif", "oif", "dev"):
+            v = _next(args, i)
+            i += 1
+            host, name = split_dev(v, host)
+            if a == "iif":
+                req.iif = name
+            else:
+                req.oif = name
+        elif matches(a, "mark"):
+            v = _next(args, i)
+            i += 1
+            n = _num(v)
+            if n is None:
+                invarg("mark value is invalid\n", v)
+                n = 0
+            req.mark = n
+        else:
+            if a == "to":
+                a = _next(args, i)
+                i += 1
+            if matches(a, "help"):
+                fail(255, ROUTE_USAGE)
+            if dst_ok:
+                fail(255, f'Error: either "to" is duplicate, or "{a}" is a garbage.')
+            req.daddr = get_prefix(a)[0]
+            dst_ok = True
+        i += 1
+    if not dst_ok:
+        fail(255, ROUTE_USAGE)
+    with Ip(host) as ip:
+        resp: ip_pb2.GetRouteResponse = ip.call("GetRoute", req)
+    _check(resp)
+    out(format_get(resp))
+    return 0
+
+
+# ---- ip rule -----------------------------------------------------------------------
+
+
+def rule(host: str | None, args: list[str], stats: int) -> int:
+    if not args:
+        return rule_show(host, [])
+    cmd, rest = args[0], args[1:]
+    if matches(cmd, "add"):
+        return rule_modify(host, rest, delete=False)
+    if matches(cmd, "delete"):
+        return rule_modify(host, rest, delete=True)
+    if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
+        return rule_show(host, rest)
+    if matches(cmd, "help"):
+        fail(255, RULE_USAGE)
+    fail(255, f'Command "{cmd}" is unknown, try "ip rule help".')
+
+
+_RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "nop": FR_ACT_NOP}
+
+
+def rule_modify(host: str | None, args: list[str], delete: bool) -> int:
+    """iprule_modify(): add is action `lookup` (table main) unless another is given."""
+    r = ip_pb2.Rule(action=0 if delete else FR_ACT_TO_TBL)
+    priority_given = table_ok = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "not":
+            r.invert = True
+        elif a == "from":
+            v = _next(args, i)
+            i += 1
+            r.src, r.src_len = get_prefix(v)
+        elif a == "to":
+            v = _next(args, i)
+            i += 1
+            r.dst, r.dst_len = get_prefix(v)
+        elif matches(a, "preference") or matches(a, "order") or matches(a, "priority"):
+            v = _next(args, i)
+            i += 1
+            n = _num(v)
+            if n is None:
+                invarg('Invalid "priority" value\n', v)
+                n = 0
+            r.priority, priority_given = n, True
+        elif a == "tos" or matches(a, "dsfield"):
+            v = _next(args, i)
+            i += 1
+            tos = dsfield_a2n(v)
+            if tos is None:
+                invarg("TOS value is invalid\n", v)
+                tos = 0
+            r.tos = tos
+        elif a == "fwmark":
+            v = _next(args, i)
+            i += 1
+            mark, slash, mask = v.partition("/")
+            m = _num(mark)
+            if m is None:
+                invarg("fwmark value is invalid\n", v)
+                m = 0
+            r.fwmark = m
+            if slash:
+                k = _num(mask)
+                if k is None:
+                    invarg("fwmask value is invalid\n", mask)
+                    k = 0
+                r.fwmask = k
+        elif matches(a, "table") or a == "lookup":
+            v = _next(args, i)
+            i += 1
+            t = table_a2n(v)
+            if t is None:
+                invarg("invalid table ID\n", v)
+                t = 0
+            r.table, table_ok = t, True
+            r.action = FR_ACT_TO_TBL
+        elif a in ("dev", "iif") or matches(a, "iif"):
+            v = _next(args, i)
+            i += 1
+            r.iif = v
+        elif a == "oif":
+            r.oif = _next(args, i)
+            i += 1
+        elif matches(a, "protocol"):
+            v = _next(args, i)
+            i += 1
+            p = proto_a2n(v)
+            if p is None:
+                invarg('"protocol" value is invalid\n', v)
+                p = 0
+            r.protocol = p
+        elif a in _RULE_ACTIONS or (a == "type" and i + 1 < len(args)):
+            if a == "type":
+                a = _next(args, i)
+                i += 1
+            if a not in _RULE_ACTIONS:
+                invarg("Failed to parse rule type", a)
+            r.action = _RULE_ACTIONS[a]
+        elif matches(a, "help"):
+            fail(255, RULE_USAGE)
+        else:
+            invarg("Failed to parse rule type", a)
+        i += 1
+    if not delete and not table_ok and r.action == FR_ACT_TO_TBL:
+        r.table = RT_TABLE_MAIN
+    with Ip(host) as ip:
+        if delete:
+            _check(ip.call("DelRule", ip_pb2.DelRuleRequest(rule=r, priority_given=priority_given)))
+        else:
+            _check(ip.call("AddRule", ip_pb2.AddRuleRequest(rule=r, priority_given=priority_given)))
+    return 0
+
+
+def format_rule(r: ip_pb2.Rule) -> str:
+    """print_rule()."""
+    s = f"{r.priority}:\t"
+    if r.invert:
+        s += "not "
+    if r.src_len:
+        s += f"from {_a(r.src)}" + (f"/{r.src_len}" if r.src_len != 32 else "")
+    else:
+        s += "from all"
+    if r.dst_len:
+        s += f" to {_a(r.dst)}" + (f"/{r.dst_len}" if r.dst_len != 32 else "")
+    if r.tos:
+        s += f" tos {dsfield_n2a(r.tos)}"
+    if r.fwmark or r.fwmask:
+        # print_0xhex("%#llx"): 0 prints as 0.
+        s += f" fwmark {r.fwmark:#x}" if r.fwmark else " fwmark 0"
+        if r.fwmask != 0xFFFFFFFF:
+            s += f"/{r.fwmask:#x}" if r.fwmask else "/0"
+    if r.iif:
+        s += f" iif {r.iif}" + (" [detached]" if r.iif_detached else "")
+    if r.oif:
+        s += f" oif {r.oif}" + (" [detached]" if r.oif_detached else "")
+    if r.table and r.action == FR_ACT_TO_TBL:
+        s += f" lookup {table_n2a(r.table)}"
+    if r.action == FR_ACT_NOP:
+        s += " nop"
+    elif r.action != FR_ACT_TO_TBL:
+        s += f" {TYPE_NAMES[r.action] if r.action < len(TYPE_NAMES) else r.action}"
+    if r.protocol and r.protocol != 2:
+        s += f" proto {PROTO_NAMES.get(r.protocol, str(r.protocol))}"
+    return s
+
+
+def rule_show(host: str | None, args: list[str]) -> int:
+    if args and matches(args[0], "help"):
+        fail(255, RULE_USAGE)
+    with Ip(host) as ip:
+        resp: ip_pb2.ListRulesResponse = ip.call("ListRules", ip_pb2.ListRulesRequest())
+    for r in resp.rules:
+        out(format_rule(r))
     return 0

@@ -359,3 +359,89 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         else:
             os.environ["TZ"] = old_tz
         time.tzset()
+
+
+# The IP side: the real control RPCs (services/ip/control.py) over a real FIB and
+# Router, served by grpc.aio in a thread of its own, so `ip addr/route/rule` and the
+# net.ipv4 sysctls are checked against the code that serves them.
+
+
+class FibLayer:
+    """What IpControl reads of IpLayer: the FIB, the Router and the sysctl table."""
+
+    def __init__(self) -> None:
+        from services.core.snmp import SnmpMib
+        from services.core.sysctl import Sysctl
+        from services.ip.fib import Fib, InIfaddr
+        from services.ip.route import Router
+
+        self.sysctl = Sysctl()
+        self.fib = Fib()
+        self.router = Router(self.fib, SnmpMib(), self.sysctl)
+        self.router.set_devices([(1, "lo", 65536), (2, "eth0", 1500), (3, "eth1", 1500)])
+        self.fib.add_ifaddr(InIfaddr(1, "lo", 0x7F000001, 8), loopback=True)
+        self.fib.add_ifaddr(InIfaddr(2, "eth0", 0x0A000001, 24), loopback=False)
+
+
+class AioThread:
+    """A grpc.aio server on 127.0.0.1:0 running its own event loop in a thread."""
+
+    def __init__(self, servicer: Any) -> None:
+        import asyncio
+
+        from stackemu.ip.v1 import ip_pb2_grpc
+
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+
+        async def start() -> None:
+            self.server = grpc.aio.server()
+            ip_pb2_grpc.add_IpServiceServicer_to_server(servicer, self.server)
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            await self.server.start()
+            self.ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5), "the IP test server did not start"
+
+    def stop(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@dataclass
+class IpStack(Stack):
+    ip: dict[str, FibLayer]
+
+
+@pytest.fixture
+def ipstack(stack: Stack) -> Iterator[IpStack]:
+    """The NIC fakes of `stack` plus a real IP control service per host."""
+    from services.ip.control import IpControl
+
+    class IpService(IpControl):
+        def __init__(self, layer: FibLayer) -> None:
+            self.layer = layer  # type: ignore[assignment]
+
+    layers = {"alice": FibLayer(), "bob": FibLayer()}
+    servers = {h: AioThread(IpService(layer)) for h, layer in layers.items()}
+    state_file = stack.state_dir / "stack.json"
+    data = json.loads(state_file.read_text())
+    for h, srv in servers.items():
+        data["hosts"][h]["ip"] = {"addr": f"127.0.0.1:{srv.port}", "pid": os.getpid(), "log": ""}
+    state_file.write_text(json.dumps(data))
+    try:
+        yield IpStack(stack.alice, stack.bob, stack.state_dir, layers)
+    finally:
+        for srv in servers.values():
+            srv.stop()
