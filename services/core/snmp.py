@@ -5,7 +5,7 @@ this machine's /proc/net/snmp and /proc/net/netstat list the same columns. The T
 TcpExt groups are left out: this stack has no TCP.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 # snmp4_ipstats_list[]: printed after the two Ip values that are settings, not counters.
@@ -101,7 +101,7 @@ ICMPMSG_FIELDS: Final = (
 )
 
 # iproute2 misc/nstat.c useless_numbers[]: settings nstat never prints.
-_NSTAT_USELESS: Final = frozenset({"IpForwarding", "IpDefaultTTL"})
+NSTAT_USELESS: Final = frozenset({"IpForwarding", "IpDefaultTTL"})
 
 
 class MibGroup:
@@ -324,9 +324,15 @@ def format_nstat(mib: SnmpMib, zeros: bool = False) -> str:
     """What `nstat -as` (or `nstat -asz` with zeros) prints for these groups: a
     "#kernel" line, then "%-32s%-16llu%6.1f" per counter (dump_kern_db()), skipping
     IpForwarding and IpDefaultTTL like nstat does. Rates are 0.0: there is no daemon."""
+    return format_nstat_counters(to_flat_dict(mib), zeros)
+
+
+def format_nstat_counters(counters: Mapping[str, int], zeros: bool = False) -> str:
+    """format_nstat() for counters already flattened (and perhaps gathered from several
+    services, or made increments since nstat's history)."""
     lines = ["#kernel\n"]
-    for name, value in to_flat_dict(mib).items():
-        if name in _NSTAT_USELESS or (not zeros and not value):
+    for name, value in counters.items():
+        if name in NSTAT_USELESS or (not zeros and not value):
             continue
         lines.append(f"{name:<32}{value:<16}{0.0:6.1f}\n")
     return "".join(lines)

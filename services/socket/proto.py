@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from services.core.datagram import Datagram
+from services.ip.sockglue import RecvMsg
 
-__all__ = ["Datagram", "UdpProto"]
+__all__ = ["Datagram", "RecvMsg", "UdpProto"]
 
 
 class UdpProto(Protocol):
@@ -23,9 +24,17 @@ class UdpProto(Protocol):
 
     async def disconnect(self, sk: int) -> None: ...
 
-    async def sendmsg(self, sk: int, data: bytes, name: bytes, flags: int, trace: bool) -> int: ...
+    async def sendmsg(
+        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+    ) -> int: ...
 
-    async def recvmsg(self, sk: int, length: int, flags: int, timeout_ns: int) -> Datagram: ...
+    async def recvmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
+    ) -> RecvMsg: ...
+
+    async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None: ...
+
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes: ...
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]: ...
 

@@ -90,7 +90,13 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
     ) -> pb.SendMsgResponse:
         async def body() -> pb.SendMsgResponse:
             sent = await self.layer.sendmsg(
-                request.pid, request.fd, request.data, request.addr, request.flags, request.trace
+                request.pid,
+                request.fd,
+                request.data,
+                request.addr,
+                request.flags,
+                request.trace,
+                request.control,
             )
             return pb.SendMsgResponse(sent=sent)
 
@@ -101,7 +107,9 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
     ) -> pb.RecvMsgResponse:
         async def body() -> pb.RecvMsgResponse:
             timeout = request.timeout_ns if request.HasField("timeout_ns") else None
-            d = await self.layer.recvmsg(request.pid, request.fd, request.bufsize, request.flags, timeout)
+            d = await self.layer.recvmsg(
+                request.pid, request.fd, request.bufsize, request.flags, timeout, request.controllen
+            )
             steps = list(d.trace)
             if steps:
                 steps.append(TraceStep("sock_recvmsg", "socket", self.hostname, time.time_ns()))
@@ -111,6 +119,7 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
                 addr=make_sockaddr_in(d.saddr, d.sport),
                 msg_flags=d.msg_flags,
                 trace=trace_to_proto(steps),
+                control=d.control,
             )
 
         return await _syscall(context, lambda e: pb.RecvMsgResponse(errno=e), body)

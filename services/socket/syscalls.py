@@ -16,7 +16,7 @@ from services.core.sockaddr import (
 )
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE
 from services.socket.files import Process, ProcessTable, SocketFile
-from services.socket.proto import Datagram, UdpProto
+from services.socket.proto import RecvMsg, UdpProto
 
 # include/linux/net.h
 SOCK_STREAM = 1
@@ -123,23 +123,28 @@ class SocketLayer:
             return
         await self.proto.connect(f.sk, addr)
 
-    async def sendmsg(self, pid: int, fd: int, data: bytes, addr: bytes, flags: int, trace: bool) -> int:
-        """____sys_sendmsg() → inet_sendmsg() → udp_sendmsg()."""
+    async def sendmsg(
+        self, pid: int, fd: int, data: bytes, addr: bytes, flags: int, trace: bool, control: bytes = b""
+    ) -> int:
+        """____sys_sendmsg() → inet_sendmsg() → udp_sendmsg(); `control` is msg_control."""
         f = self._file(pid, fd)
         if f.nonblock:
             flags |= MSG_DONTWAIT
-        return await self.proto.sendmsg(f.sk, data, addr, flags, trace)
+        return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control)
 
-    async def recvmsg(self, pid: int, fd: int, bufsize: int, flags: int, timeout_ns: int | None) -> Datagram:
+    async def recvmsg(
+        self, pid: int, fd: int, bufsize: int, flags: int, timeout_ns: int | None, controllen: int = 0
+    ) -> RecvMsg:
         """____sys_recvmsg() → inet_recvmsg() → udp_recvmsg(); the wait is sock_rcvtimeo()
-        unless the caller bounds it (a Python timeout-mode socket's poll)."""
+        unless the caller bounds it (a Python timeout-mode socket's poll). The cmsgs come
+        back in RecvMsg.control, at most `controllen` (msg_controllen) bytes."""
         f = self._file(pid, fd)
         if f.nonblock:
             flags |= MSG_DONTWAIT
         wait = f.rcvtimeo_ns
         if timeout_ns is not None and timeout_ns >= 0:
             wait = timeout_ns if wait < 0 else min(wait, timeout_ns)
-        return await self.proto.recvmsg(f.sk, bufsize, flags, wait)
+        return await self.proto.recvmsg(f.sk, bufsize, flags, wait, controllen)
 
     async def getsockname(self, pid: int, fd: int) -> bytes:
         f = self._file(pid, fd)
@@ -152,27 +157,34 @@ class SocketLayer:
         return make_sockaddr_in(addr, port)
 
     async def setsockopt(self, pid: int, fd: int, level: int, optname: int, optval: bytes) -> None:
-        self._file(pid, fd)
-        # sk_setsockopt() (but for SO_BINDTODEVICE) and udp_lib_setsockopt() want an int
-        # before they look at optname; ip_setsockopt() does not.
-        if len(optval) < 4 and (
-            (level == SOL_SOCKET and optname != SO_BINDTODEVICE) or level in (SOL_UDP, SOL_UDPLITE)
-        ):
+        """do_sock_setsockopt(): SOL_SOCKET to sock_setsockopt(), any other level to the
+        protocol (udp_setsockopt: SOL_UDP, else ip_setsockopt)."""
+        f = self._file(pid, fd)
+        if level != SOL_SOCKET:
+            await self.proto.setsockopt(f.sk, level, optname, optval)
+            return
+        # sk_setsockopt() (but for SO_BINDTODEVICE) wants an int before it looks at optname.
+        if len(optval) < 4 and optname != SO_BINDTODEVICE:
             raise errno.kernel_error(errno.EINVAL)
         # The socket options come with the socket issue; until then none is settable.
         raise errno.kernel_error(errno.ENOPROTOOPT)
 
     async def getsockopt(self, pid: int, fd: int, level: int, optname: int, optlen: int) -> bytes:
-        """sk_getsockopt() for the read-only identity options."""
+        """do_sock_getsockopt(): sk_getsockopt() for the read-only identity options and
+        SO_ERROR (the protocol's sk_err), the protocol for any other level."""
         f = self._file(pid, fd)
-        if level == SOL_SOCKET:
-            values = {SO_TYPE: f.type, SO_PROTOCOL: f.protocol, SO_DOMAIN: AF_INET, SO_ERROR: 0}
-            if optname in values:
-                # An int option: min(optlen, sizeof(int)) bytes are copied out.
-                return struct.pack("=i", values[optname])[: min(optlen, 4)]
-        elif level not in (SOL_IP, SOL_UDP, SOL_UDPLITE):
-            # udp_getsockopt() → do_ip_getsockopt(): a level it does not know.
-            raise errno.kernel_error(errno.EOPNOTSUPP)
+        if optlen >= 1 << 31:
+            optlen -= 1 << 32  # optlen is an int in the kernel
+        if level != SOL_SOCKET:
+            return await self.proto.getsockopt(f.sk, level, optname, optlen)
+        if optlen < 0:
+            raise errno.kernel_error(errno.EINVAL)
+        if optname == SO_ERROR:
+            return await self.proto.getsockopt(f.sk, level, optname, optlen)
+        values = {SO_TYPE: f.type, SO_PROTOCOL: f.protocol, SO_DOMAIN: AF_INET}
+        if optname in values:
+            # An int option: min(optlen, sizeof(int)) bytes are copied out.
+            return struct.pack("=i", values[optname])[: min(optlen, 4)]
         raise errno.kernel_error(errno.ENOPROTOOPT)
 
     async def close(self, pid: int, fd: int) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 
 import grpc
 
 from services.core import errno
 from services.core.datagram import datagram_from_proto
 from services.core.stream import BatchQueue, messages
-from services.socket.proto import Datagram
+from services.socket.proto import RecvMsg
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
 
 
@@ -82,17 +83,33 @@ class UdpClient:
     async def disconnect(self, sk: int) -> None:
         await self._call(sk, disconnect=udp_pb2.DisconnectOp())
 
-    async def sendmsg(self, sk: int, data: bytes, name: bytes, flags: int, trace: bool) -> int:
+    async def sendmsg(
+        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+    ) -> int:
         reply = await self._call(
-            sk, sendmsg=udp_pb2.SendmsgOp(data=data, name=name, flags=flags, trace=trace)
+            sk,
+            sendmsg=udp_pb2.SendmsgOp(data=data, name=name, flags=flags, trace=trace, control=control),
         )
         return int(reply.sendmsg.sent)
 
-    async def recvmsg(self, sk: int, length: int, flags: int, timeout_ns: int) -> Datagram:
+    async def recvmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
+    ) -> RecvMsg:
         reply = await self._call(
-            sk, recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns)
+            sk,
+            recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns, controllen=controllen),
         )
-        return datagram_from_proto(reply.recvmsg)
+        d = datagram_from_proto(reply.recvmsg)
+        return RecvMsg(**{f.name: getattr(d, f.name) for f in fields(d)}, control=reply.recvmsg.control)
+
+    async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
+        await self._call(sk, setsockopt=udp_pb2.SetsockoptOp(level=level, optname=optname, optval=optval))
+
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes:
+        reply = await self._call(
+            sk, getsockopt=udp_pb2.GetsockoptOp(level=level, optname=optname, optlen=optlen)
+        )
+        return bytes(reply.getsockopt.optval)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
         reply = await self._call(sk, getname=udp_pb2.GetnameOp(peer=peer))

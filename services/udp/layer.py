@@ -1,9 +1,12 @@
 """A host's UDP layer without gRPC: the socket table, udp_rcv, udp_sendmsg and
 udp_recvmsg (net/ipv4/udp.c, net/ipv4/datagram.c).
 
-The IP layer is reached through two narrow callables: `route_output` (an async
-ip_route_output_key that raises OSError) and the `to_ip` list of skbs the caller ships
-down as a batch. udp_rcv() takes skbs the IP layer delivered, data at the UDP header.
+The IP layer is reached through narrow interfaces: `route_output` (an async
+ip_route_output_key that raises OSError), the `to_ip` list of skbs and the `icmp_out`
+list of ICMP errors to send (icmp_send) the caller ships down as a batch. udp_rcv()
+takes skbs the IP layer delivered, data at the UDP header; udp_err() takes the ICMP
+errors IP received about datagrams sent from here. The socket's IP half (options,
+cmsgs, error queue) is services.ip.sockglue, as udp.c calls ip_sockglue.c.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from services.core import errno
 from services.core.checksum import csum_partial, csum_tcpudp_magic
 from services.core.datagram import Datagram
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.gso import GsoError, udp_rcv_segment
+from services.core.ipcb import ipcb
 from services.core.skbuff import (
     CHECKSUM_PARTIAL,
     CHECKSUM_UNNECESSARY,
@@ -33,6 +39,22 @@ from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet, ipv4_is_lbcast, ipv4_is_multicast
 from services.core.wire.udp import UDP_HLEN, UdpPacket, UdpRepr
+from services.ip import sockglue
+from services.ip.cork import dst_mtu as route_mtu
+from services.ip.cork import ip_append_too_big, ip_cork_fragsize
+from services.ip.options import ip_options_undo_bytes
+from services.ip.sockglue import (
+    IP_CMSG_PKTINFO,
+    SOL_IP,
+    SOL_SOCKET,
+    SOL_UDP,
+    InetOpts,
+    Ipcm,
+    MsgControl,
+    RecvMsg,
+    SockoptEffect,
+    for_each_cmsghdr,
+)
 from services.udp.sock import (
     SOCK_BINDADDR_LOCK,
     SOCK_BINDPORT_LOCK,
@@ -48,21 +70,96 @@ MSG_OOB = 0x1
 MSG_PEEK = 0x2
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
+MSG_ERRQUEUE = 0x2000
 
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_WANT = 1
 RTN_LOCAL = 2
 RTN_BROADCAST = 3
+RTN_MULTICAST = 5
 RTCF_BROADCAST = 0x10000000
 # MAX_HEADER: the headroom sock_alloc_send_skb leaves for link and network headers.
 MAX_HEADER = 128
 IPV4_HLEN = 20
-IP_MAX_MTU = 0xFFFF
 # include/linux/skbuff.h: datagrams up to this length get their checksum verified on
 # receipt rather than when copied to the user.
 CHECKSUM_BREAK = 76
+# include/uapi/linux/netdevice.h: ipv4_pktinfo_prepare() reports the device a looped
+# back packet was sent from instead.
+LOOPBACK_IFINDEX = 1
+# include/uapi/asm-generic/socket.h, include/uapi/linux/udp.h
+SO_ERROR = 4
+SOL_UDPLITE = 136
+UDP_SEGMENT = 103
+UDP_GRO = 104
+# ____sys_sendmsg(): a control buffer larger than this on-stack one is sock_kmalloc'ed,
+# which net.core.optmem_max bounds.
+CTL_STACK_BYTES = 16 + 20
+# inet->mc_ttl's default: multicast datagrams go one hop unless told otherwise.
+MC_TTL_DEFAULT = 1
+
+# include/uapi/linux/icmp.h
+ICMP_DEST_UNREACH = 3
+ICMP_SOURCE_QUENCH = 4
+ICMP_REDIRECT = 5
+ICMP_TIME_EXCEEDED = 11
+ICMP_PARAMETERPROB = 12
+ICMP_PORT_UNREACH = 3
+ICMP_FRAG_NEEDED = 4
+NR_ICMP_UNREACH = 15
+
+# icmp_err_convert[] (net/ipv4/icmp.c): the errno of each ICMP_DEST_UNREACH code and
+# whether it is fatal (a hard error, reported to a connected socket without IP_RECVERR).
+ICMP_ERR_CONVERT = (
+    (errno.ENETUNREACH, False),  # ICMP_NET_UNREACH
+    (errno.EHOSTUNREACH, False),  # ICMP_HOST_UNREACH
+    (errno.ENOPROTOOPT, True),  # ICMP_PROT_UNREACH
+    (errno.ECONNREFUSED, True),  # ICMP_PORT_UNREACH
+    (errno.EMSGSIZE, False),  # ICMP_FRAG_NEEDED
+    (errno.EOPNOTSUPP, False),  # ICMP_SR_FAILED
+    (errno.ENETUNREACH, True),  # ICMP_NET_UNKNOWN
+    (errno.EHOSTDOWN, True),  # ICMP_HOST_UNKNOWN
+    (errno.ENONET, True),  # ICMP_HOST_ISOLATED
+    (errno.ENETUNREACH, True),  # ICMP_NET_ANO
+    (errno.EHOSTUNREACH, True),  # ICMP_HOST_ANO
+    (errno.ENETUNREACH, False),  # ICMP_NET_UNR_TOS
+    (errno.EHOSTUNREACH, False),  # ICMP_HOST_UNR_TOS
+    (errno.EHOSTUNREACH, True),  # ICMP_PKT_FILTERED
+    (errno.EHOSTUNREACH, True),  # ICMP_PREC_VIOLATION
+    (errno.EHOSTUNREACH, True),  # ICMP_PREC_CUTOFF
+)
 
 RouteOutput = Callable[[int, int, int], Awaitable[tuple[Dst, int, int]]]
+
+
+@dataclass(slots=True)
+class IcmpError:
+    """An ICMP error and the packet it is about, as ip.v1.IcmpError carries it.
+
+    Towards IP (icmp_send): the received datagram, its IP header at network_header,
+    data at the UDP header as udp_rcv had it. From IP (the err_handler, udp_err): the
+    ICMP message, its outer IP header at network_header, the ICMP header at
+    transport_header, data at the quoted IP header, IPCB in cb."""
+
+    skb: SkBuff
+    type: int
+    code: int
+    info: int = 0
+
+
+def udp_cmsg_send(control: bytes, ipc: Ipcm) -> bool:
+    """udp_cmsg_send(): the SOL_UDP messages (UDP_SEGMENT); True when others are left for
+    ip_cmsg_send()."""
+    need_ip = False
+    for c in for_each_cmsghdr(control):
+        if c.level != SOL_UDP:
+            need_ip = True
+            continue
+        # __udp_cmsg_send(): UDP_SEGMENT, a u16, is the only one.
+        if c.type != UDP_SEGMENT or len(c.data) != 2:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.gso_size = struct.unpack("=H", c.data)[0]
+    return need_ip
 
 
 class UdpLayer:
@@ -75,6 +172,8 @@ class UdpLayer:
         self.drops = DropStats()
         self.trace = Tracer("udp", hostname)
         self.to_ip: list[SkBuff] = []
+        # icmp_send() requests for IP: port unreachable for datagrams no socket took.
+        self.icmp_out: list[IcmpError] = []
         self._ids = itertools.count(1)
         self.fib_genid = 0
 
@@ -100,7 +199,7 @@ class UdpLayer:
             protocol=protocol,
             rcvbuf=self.sysctl.get_int("net.core.rmem_default"),
             sndbuf=self.sysctl.get_int("net.core.wmem_default"),
-            pmtudisc=pmtudisc,
+            inet=InetOpts(pmtudisc=pmtudisc),
             owner_pid=owner_pid,
             owner_fd=owner_fd,
         )
@@ -108,11 +207,12 @@ class UdpLayer:
         return s
 
     def release(self, s: UdpSock) -> None:
-        """udp_lib_close() → sk_common_release(): unhash, free the queue, wake readers."""
+        """udp_lib_close() → sk_common_release(): unhash, free the queues, wake readers."""
         self.table.unhash(s)
         self.socks.pop(s.sk, None)
         s.dead = True
         s.receive_queue.clear()
+        s.error_queue.clear()
         s.rmem_alloc = 0
         s.wake_all()
 
@@ -196,8 +296,28 @@ class UdpLayer:
 
     # Transmit.
 
-    async def sendmsg(self, s: UdpSock, data: bytes, name: bytes, flags: int, trace: bool) -> int:
+    async def _route(self, s: UdpSock, daddr: int, saddr: int, oif: int, connected: bool) -> CachedRoute:
+        """The route of one send: a connected socket's cached one while the FIB generation
+        it was looked up under is current (sk_dst_check), else ip_route_output_flow()."""
+        route = s.dst_cache if connected else None
+        if route is None or route.genid != self.fib_genid:
+            # ENETUNREACH propagates; OutNoRoutes is counted by the IP layer's lookup.
+            dst, src, genid = await self.route_output(daddr, saddr, oif)
+            if dst.flags & RTCF_BROADCAST and not s.broadcast:
+                raise errno.kernel_error(errno.EACCES)
+            route = CachedRoute(dst, src, genid)
+            if connected:
+                s.dst_cache = route
+        return route
+
+    async def sendmsg(
+        self, s: UdpSock, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+    ) -> int:
         """udp_sendmsg() for the uncorked case, the checks in the kernel's order."""
+        # ____sys_sendmsg(): a control buffer is copied in (sock_kmalloc, bounded by
+        # net.core.optmem_max) before inet_sendmsg runs, so this refusal autobinds nothing.
+        if len(control) > CTL_STACK_BYTES and len(control) >= self.sysctl.get_int("net.core.optmem_max"):
+            raise errno.kernel_error(errno.ENOBUFS)
         # inet_send_prepare(): inet_sendmsg autobinds before udp_sendmsg runs, so a send
         # that udp_sendmsg refuses still leaves the socket bound.
         self.autobind(s)
@@ -220,36 +340,88 @@ class UdpLayer:
                 raise errno.kernel_error(errno.EDESTADDRREQ)
             daddr, dport = s.daddr, s.dport
             connected = True
-        route = s.dst_cache if connected else None
-        if route is None or route.genid != self.fib_genid:
-            # ENETUNREACH propagates; OutNoRoutes is counted by the IP layer's lookup.
-            dst, saddr, genid = await self.route_output(daddr, s.saddr, 0)
-            if dst.flags & RTCF_BROADCAST and not s.broadcast:
-                raise errno.kernel_error(errno.EACCES)
-            route = CachedRoute(dst, saddr, genid)
-            if connected:
-                s.dst_cache = route
+        # ipcm_init_sk(), then the control messages: any disables the connected fast path.
+        ipc = Ipcm(addr=s.saddr, priority=s.priority)
+        if control:
+            if udp_cmsg_send(control, ipc):
+                sockglue.ip_cmsg_send(control, ipc)
+            connected = False
+        if ipc.gso_size:
+            raise errno.kernel_error(errno.EOPNOTSUPP, "UDP GSO (UDP_SEGMENT) is not built yet")
+        opt = ipc.opt if ipc.opt is not None else s.inet.opt
+        saddr, faddr = ipc.addr, daddr
+        if opt is not None and opt.srr:
+            # A source route: the route is to its first hop.
+            if not daddr:
+                raise errno.kernel_error(errno.EINVAL)
+            faddr = opt.faddr
+            connected = False
+        if ipv4_is_multicast(daddr):
+            connected = False
+        route = await self._route(s, faddr, saddr, ipc.oif, connected)
+        # fl4->daddr: where the header goes (the first hop of a source route; with no
+        # destination at all, the loopback address the lookup chose).
+        fl4_daddr = faddr or route.dst.nexthop
         if not daddr:
-            daddr = route.dst.nexthop
-        # __ip_append_data(): a datagram larger than an IP packet can carry.
-        if UDP_HLEN + length > IP_MAX_MTU - IPV4_HLEN:
+            daddr = fl4_daddr
+        # ip_make_skb() → ip_setup_cork() → __ip_append_data(): the size the route allows
+        # (a local EMSGSIZE error for IP_RECVERR), then sock_alloc_send_skb()'s
+        # sock_error(): an error ICMP left is returned, once, instead of sending.
+        optlen = opt.optlen if opt is not None else 0
+        fragsize = ip_cork_fragsize(s.inet.pmtudisc, route.dst)
+        mtu = ip_append_too_big(UDP_HLEN + length, optlen, s.inet.pmtudisc, fragsize)
+        if mtu is not None:
+            if s.inet.recverr:
+                s.queue_err_skb(sockglue.ip_local_error(errno.EMSGSIZE, fl4_daddr, s.dport, mtu))
             raise errno.kernel_error(errno.EMSGSIZE)
+        err = s.sock_error()
+        if err:
+            raise errno.kernel_error(err)
         skb = alloc_skb(UDP_HLEN + length, MAX_HEADER)
         if trace:
             skb.trace = []
         self.trace(skb, "udp_sendmsg")
         skb.sk = s.sk
+        skb.mark = ipc.mark
+        skb.priority = ipc.priority
         skb.reset_transport_header()
         skb.put(UDP_HLEN)
         skb.put_data(data)
-        self._udp_send_skb(skb, s, route, daddr, dport)
+        ttl = ipc.ttl
+        if not ttl:
+            # __ip_make_skb(): a multicast route takes mc_ttl, any other the socket's
+            # IP_TTL (ip_select_ttl); 0 leaves the route's hop limit to IP.
+            if route.dst.rt_type == RTN_MULTICAST:
+                ttl = MC_TTL_DEFAULT
+            elif s.inet.uc_ttl >= 0:
+                ttl = s.inet.uc_ttl
+        tos = ipc.tos if ipc.tos != -1 else s.inet.tos
+        # The options go down in the form setsockopt takes, IPCB left empty: IP compiles
+        # and builds them (ip_options_from_cork, ip_options_build), putting the final
+        # destination (cork.daddr) in a source route's last slot and the first hop in the
+        # header.
+        options = ip_options_undo_bytes(opt) if opt is not None and opt.optlen else b""
+        self._udp_send_skb(skb, s, route, fl4_daddr, daddr, dport, ttl, tos, options)
         return length
 
-    def _udp_send_skb(self, skb: SkBuff, s: UdpSock, route: CachedRoute, daddr: int, dport: int) -> None:
-        """udp_send_skb(): the UDP header and its software checksum (CHECKSUM_NONE)."""
+    def _udp_send_skb(
+        self,
+        skb: SkBuff,
+        s: UdpSock,
+        route: CachedRoute,
+        fl4_daddr: int,
+        daddr: int,
+        dport: int,
+        ttl: int,
+        tos: int,
+        options: bytes,
+    ) -> None:
+        """udp_send_skb(): the UDP header and its software checksum (CHECKSUM_NONE) over
+        the pseudo-header of fl4 (whose daddr is a source route's first hop); `daddr` is
+        the datagram's destination (ipc.addr)."""
         saddr = route.saddr
         UdpRepr(src_port=s.num, dst_port=dport).emit(
-            skb.head, skb.data, skb.len - UDP_HLEN, saddr, daddr, checksum=True
+            skb.head, skb.data, skb.len - UDP_HLEN, saddr, fl4_daddr, checksum=True
         )
         # ip_select_ident_segs(): a socket with inet_daddr set (connected) numbers its
         # datagrams from its own inet_id, whether or not this send named a destination.
@@ -260,7 +432,10 @@ class UdpLayer:
             saddr=saddr,
             daddr=daddr,
             protocol=IPPROTO_UDP,
-            pmtudisc=s.pmtudisc,
+            ttl=ttl,
+            tos=tos,
+            pmtudisc=s.inet.pmtudisc,
+            options=options,
             inet_id=s.inet_id if own_id else None,
         )
         skb.dst = route.dst
@@ -306,6 +481,9 @@ class UdpLayer:
             mib.inc("InCsumErrors")
             return self._rcv_drop(SkbDropReason.UDP_CSUM)
         mib.inc("NoPorts")
+        # icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0): IP builds and sends it.
+        # (Broadcasts took the _mcast_deliver path above and never get here.)
+        self.icmp_out.append(IcmpError(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0))
         self.drops.drop(SkbDropReason.NO_SOCKET, "__udp4_lib_rcv")
 
     def _rcv_drop(self, reason: SkbDropReason) -> None:
@@ -355,6 +533,7 @@ class UdpLayer:
         InErrors). 6.18 accepts the overshoot only into an empty queue ("if (rmem) goto
         drop"); before it, while rmem <= rcvbuf."""
         self.trace(skb, "sock_queue_rcv_skb")
+        _ipv4_pktinfo_prepare(s, skb)
         size = skb.truesize
         rmem = s.rmem_alloc
         if rmem + size > s.rcvbuf and (s.rcvbuf > 0x3FFFFFFF or rmem):
@@ -375,13 +554,28 @@ class UdpLayer:
         return csum_tcpudp_magic(saddr, daddr, len(seg), IPPROTO_UDP, csum_partial(seg)) == 0
 
     async def recvmsg(self, s: UdpSock, length: int, flags: int, timeout_ns: int) -> Datagram:
+        """udp_recvmsg() for a caller that wants the datagram alone (no cmsg room)."""
+        return await self.udp_recvmsg(s, length, flags, timeout_ns)
+
+    async def udp_recvmsg(
+        self, s: UdpSock, length: int, flags: int, timeout_ns: int, controllen: int = 0
+    ) -> RecvMsg:
         """udp_recvmsg(): the first datagram, waiting up to timeout_ns (negative: no limit)
-        unless MSG_DONTWAIT. A datagram whose checksum fails is dropped here, where the
-        kernel verifies it, and the next one is taken."""
+        unless MSG_DONTWAIT, with the cmsgs that fit in `controllen` bytes. A pending
+        socket error is returned first, once (__skb_recv_udp's sock_error). A datagram
+        whose checksum fails is dropped here, where the kernel verifies it, and the next
+        one is taken. MSG_ERRQUEUE reads the error queue instead (ip_recv_error)."""
+        if flags & MSG_ERRQUEUE:
+            return self._recv_error(s, length, controllen)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_ns < 0 else loop.time() + timeout_ns / 1e9
         while True:
-            while not s.receive_queue:
+            while True:
+                err = s.sock_error()
+                if err:
+                    raise errno.kernel_error(err)
+                if s.receive_queue:
+                    break
                 if s.dead:
                     raise errno.kernel_error(errno.EBADF)
                 if flags & MSG_DONTWAIT or timeout_ns == 0:
@@ -396,9 +590,10 @@ class UdpLayer:
                 except TimeoutError:
                     raise errno.kernel_error(errno.EAGAIN) from None
                 except asyncio.CancelledError:
-                    # Woken (sk_data_ready's exclusive wake-up) but abandoned: pass the
-                    # wake-up on, or the next reader sleeps with a datagram queued.
-                    if w.done() and not w.cancelled() and s.receive_queue:
+                    # Woken (sk_data_ready's or sk_error_report's exclusive wake-up) but
+                    # abandoned: pass the wake-up on, or the next reader sleeps with a
+                    # datagram or an error waiting.
+                    if w.done() and not w.cancelled() and (s.receive_queue or s.sk_err):
                         s.data_ready()
                     raise
                 finally:
@@ -430,10 +625,25 @@ class UdpLayer:
             copied = min(length, ulen)
             msg_flags = MSG_TRUNC if copied < ulen else 0
             uh = UdpPacket(skb.linear())
-            return Datagram(
+            msg = MsgControl(controllen)
+            # sock_recv_cmsgs() (timestamps, SO_MARK...) comes first; then udp_cmsg_recv()
+            # for a UDP_GRO socket, then ip_cmsg_recv_offset().
+            if s.gro_enabled and skb.gso_type & SKB_GSO_UDP_L4:
+                msg.put(SOL_UDP, UDP_GRO, struct.pack("=i", skb.gso_size))
+            if s.inet.cmsg_flags:
+                nh = skb.network_header
+                sockglue.ip_cmsg_recv_offset(
+                    msg,
+                    s.inet.cmsg_flags,
+                    skb.cb,
+                    skb.head[nh : skb.transport_header],
+                    skb.head[skb.transport_header : skb.transport_header + 4],
+                    sockglue.ip_retopts(skb.head[nh : skb.transport_header], skb.cb),
+                )
+            return RecvMsg(
                 data=bytes(payload[:copied]),
                 ulen=ulen,
-                msg_flags=msg_flags,
+                msg_flags=msg_flags | msg.flags,
                 saddr=iph.src,
                 sport=uh.src_port,
                 daddr=iph.dst,
@@ -443,7 +653,140 @@ class UdpLayer:
                 mark=skb.mark,
                 ifindex=skb.skb_iif,
                 trace=skb.trace or [],
+                control=msg.control(),
             )
+
+    def _recv_error(self, s: UdpSock, length: int, controllen: int) -> RecvMsg:
+        """ip_recv_error(): EAGAIN when the error queue is empty; never waits."""
+        serr = s.dequeue_err_skb()
+        if serr is None:
+            raise errno.kernel_error(errno.EAGAIN)
+        return sockglue.ip_recv_error(serr, length, controllen, s.inet.cmsg_flags)
+
+    # ICMP errors.
+
+    def udp_err(self, err: IcmpError) -> None:
+        """__udp4_lib_err(): an ICMP error about a datagram sent from here reaches the
+        socket that sent it (looked up by the quoted headers, reversed): its sk_err, and
+        with IP_RECVERR an entry on its error queue."""
+        skb = err.skb
+        quoted = skb.linear()
+        if len(quoted) < IPV4_HLEN or len(quoted) < (quoted[0] & 0x0F) * 4 + UDP_HLEN:
+            # icmp_socket_deliver() pulls the quoted headers before calling us.
+            return
+        iph = Ipv4Packet(quoted)
+        uh = UdpPacket(quoted[iph.ihl * 4 :])
+        s = self.table.lookup(iph.dst, uh.dst_port, iph.src, uh.src_port, skb.skb_iif)
+        if s is None:
+            # No socket: the kernel counts ICMP_MIB_INERRORS (IcmpInErrors, IP's MIB).
+            self.mib.icmp.inc("InErrors")
+            return
+        harderr = False
+        if err.type == ICMP_SOURCE_QUENCH or err.type == ICMP_REDIRECT:
+            # Ignored (a redirect updates the route, which is IP's).
+            return
+        if err.type == ICMP_PARAMETERPROB:
+            eno, harderr = errno.EPROTO, True
+        elif err.type == ICMP_DEST_UNREACH:
+            if err.code == ICMP_FRAG_NEEDED:
+                # Path MTU discovery: the route's new MTU is IP's to learn
+                # (ipv4_sk_update_pmtu); the socket hears of it unless it never sets DF.
+                if s.inet.pmtudisc == IP_PMTUDISC_DONT:
+                    return
+                eno, harderr = errno.EMSGSIZE, True
+            elif err.code <= NR_ICMP_UNREACH:
+                eno, harderr = ICMP_ERR_CONVERT[err.code]
+            else:
+                eno = errno.EHOSTUNREACH
+        else:
+            # ICMP_TIME_EXCEEDED and any other type.
+            eno = errno.EHOSTUNREACH
+        # RFC 1122 4.1.3.3: errors are passed back to the application.
+        if not s.inet.recverr:
+            if not harderr or s.state != TCP_ESTABLISHED:
+                return
+        else:
+            serr = sockglue.ip_icmp_error(
+                skb, eno, err.type, err.code, uh.dst_port, err.info, s.inet.recverr_rfc4884
+            )
+            if serr is not None:
+                s.queue_err_skb(serr)
+        s.sk_err = eno
+        s.error_report()
+
+    # Socket options.
+
+    async def setsockopt(self, s: UdpSock, level: int, optname: int, optval: bytes) -> None:
+        """udp_setsockopt(): SOL_UDP to udp_lib_setsockopt(), any other level to
+        ip_setsockopt() (SOL_SOCKET is the socket layer's, sock_setsockopt())."""
+        if level in (SOL_UDP, SOL_UDPLITE):
+            if len(optval) < 4:
+                raise errno.kernel_error(errno.EINVAL)
+            # The UDP options (UDP_CORK, UDP_SEGMENT, UDP_GRO...) are not built yet.
+            raise errno.kernel_error(errno.ENOPROTOOPT)
+        if level != SOL_IP:
+            raise errno.kernel_error(errno.ENOPROTOOPT)
+        effect = sockglue.do_ip_setsockopt(s.inet, optname, optval)
+        if effect & SockoptEffect.PURGE_ERRQUEUE:
+            s.purge_error_queue()
+        if effect & SockoptEffect.TOS_CHANGED:
+            s.priority = sockglue.rt_tos2priority(s.inet.tos)
+            s.dst_cache = None
+
+    async def getsockopt(self, s: UdpSock, level: int, optname: int, optlen: int) -> bytes:
+        """udp_getsockopt() (SOL_UDP, else do_ip_getsockopt()), and the SOL_SOCKET option
+        that reads this layer's state: SO_ERROR, which takes sk_err (sock_error())."""
+        if level == SOL_SOCKET:
+            if optname != SO_ERROR:
+                raise errno.kernel_error(errno.ENOPROTOOPT)
+            if optlen < 0:
+                raise errno.kernel_error(errno.EINVAL)
+            # sk_getsockopt(): -sock_error(), else sk_err_soft (which UDP never sets).
+            return struct.pack("=i", s.sock_error())[: min(optlen, 4)]
+        if level in (SOL_UDP, SOL_UDPLITE):
+            if optlen < 0:
+                raise errno.kernel_error(errno.EINVAL)
+            raise errno.kernel_error(errno.ENOPROTOOPT)
+        if level != SOL_IP:
+            raise errno.kernel_error(errno.EOPNOTSUPP)
+        mtu = await self._sk_dst_mtu(s) if optname == sockglue.IP_MTU else 0
+        return sockglue.do_ip_getsockopt(
+            s.inet,
+            optname,
+            optlen,
+            default_ttl=self.sysctl.get_int("net.ipv4.ip_default_ttl"),
+            dst_mtu=mtu,
+            inet_num=s.num,
+        )
+
+    async def _sk_dst_mtu(self, s: UdpSock) -> int:
+        """dst_mtu(sk_dst_get(sk)): 0 without a cached route (never connected, or the route
+        reset since). ipv4_mtu() reads the device's MTU live, so a route the FIB has
+        moved past is looked up again for it."""
+        route = s.dst_cache
+        if route is None:
+            return 0
+        if route.genid != self.fib_genid:
+            try:
+                dst, _, _ = await self.route_output(s.daddr, s.saddr, 0)
+            except OSError:
+                return route_mtu(route.dst)
+            return route_mtu(dst)
+        return route_mtu(route.dst)
+
+
+def _ipv4_pktinfo_prepare(s: UdpSock, skb: SkBuff) -> None:
+    """ipv4_pktinfo_prepare(), when a datagram is queued: for a socket with IP_PKTINFO on
+    then, PKTINFO_SKB_CB (over IPCB's first 8 bytes) gets the arrival interface (the
+    sending one for a looped back packet: inet_iif) and fib_compute_spec_dst(), which
+    IP left in IPCB; otherwise zeros. A later IP_PKTINFO cmsg reads what is here."""
+    cb = skb.cb
+    if s.inet.cmsg_flags & IP_CMSG_PKTINFO and skb.dst is not None:
+        parm = ipcb(cb)
+        ifindex = skb.skb_iif if parm.iif == LOOPBACK_IFINDEX else parm.iif
+        cb[0:8] = struct.pack("=i", ifindex) + parm.spec_dst.to_bytes(4, "big")
+    else:
+        cb[0:8] = bytes(8)
 
 
 def _csum_unnecessary(skb: SkBuff) -> bool:

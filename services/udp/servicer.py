@@ -10,12 +10,13 @@ import grpc
 
 from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
-from services.core.datagram import Datagram, datagram_to_proto
+from services.core.datagram import datagram_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
-from services.core.skbuff import Dst, SkBuff
+from services.core.skbuff import Dst, SkbError, SkBuff
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
-from services.udp.layer import MSG_DONTWAIT, UdpLayer
+from services.ip.sockglue import RecvMsg
+from services.udp.layer import MSG_DONTWAIT, MSG_ERRQUEUE, IcmpError, UdpLayer
 from services.udp.sock import TCP_ESTABLISHED, UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
@@ -30,8 +31,30 @@ def _reply_error(call_id: int, err: OSError) -> udp_pb2.ProtoReply:
     return udp_pb2.ProtoReply(id=call_id, errno=err.errno or errno.EINVAL)
 
 
-def _recv_reply(call_id: int, r: Datagram) -> udp_pb2.ProtoReply:
-    return udp_pb2.ProtoReply(id=call_id, recvmsg=datagram_to_proto(r))
+def _recv_reply(call_id: int, r: RecvMsg) -> udp_pb2.ProtoReply:
+    result = datagram_to_proto(r)
+    result.control = r.control
+    return udp_pb2.ProtoReply(id=call_id, recvmsg=result)
+
+
+def _icmp_to_proto(e: IcmpError) -> ip_pb2.IcmpError:
+    return ip_pb2.IcmpError(skb=e.skb.to_proto(), type=e.type, code=e.code, info=e.info)
+
+
+def _icmp_from_proto(m: ip_pb2.IcmpError) -> IcmpError:
+    try:
+        skb = SkBuff.from_proto(m.skb)
+    except SkbError as err:
+        raise BadMessage(f"udp_err: {err}") from None
+    return IcmpError(skb, m.type, m.code, m.info)
+
+
+def _attach_request(batch: list[SkBuff | IcmpError]) -> ip_pb2.AttachRequest:
+    """One transmit batch: the datagrams, and the ICMP errors udp_rcv asks IP to send."""
+    return ip_pb2.AttachRequest(
+        skbs=skbs_to_proto(x for x in batch if isinstance(x, SkBuff)),
+        icmp_send=[_icmp_to_proto(x) for x in batch if isinstance(x, IcmpError)],
+    )
 
 
 class IpRoutes:
@@ -77,7 +100,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         # The layer's connected-socket routes and this cache follow one FIB generation,
         # whichever message (Attach or RouteOutput) brings news of it.
         routes.on_genid = self._fib_changed
-        self.down: BatchQueue[SkBuff] = BatchQueue()
+        self.down: BatchQueue[SkBuff | IcmpError] = BatchQueue()
         self.replies: BatchQueue[udp_pb2.ProtoReply] = BatchQueue()
         self._pending: dict[int, asyncio.Task[None]] = {}
         self.gate = AttachGate("a socket layer")
@@ -91,7 +114,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         stub = ip_pb2_grpc.IpServiceStub(channel)
         # A fresh queue per stream (see services.ip.servicer.attach_nic).
         self.down = BatchQueue()
-        call = stub.Attach(messages(self.down, lambda b: ip_pb2.AttachRequest(skbs=skbs_to_proto(b))))
+        call = stub.Attach(messages(self.down, _attach_request))
         first = True
         async for resp in call:
             self.routes.set_genid(resp.fib_genid)
@@ -101,6 +124,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 first = False
             for skb in skbs_from_proto(resp.skbs, self.layer.drops, "udp_rcv"):
                 self.layer.udp_rcv(skb)
+            for err in resp.errors:
+                self.layer.udp_err(_icmp_from_proto(err))
+            await self._flush_down()
 
     # The socket side.
 
@@ -135,7 +161,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 out.append(udp_pb2.ProtoReply(id=call.id))
             elif op == "sendmsg":
                 m = call.sendmsg
-                sent = await layer.sendmsg(s, m.data, m.name, m.flags, m.trace)
+                sent = await layer.sendmsg(s, m.data, m.name, m.flags, m.trace, m.control)
                 out.append(udp_pb2.ProtoReply(id=call.id, sendmsg=udp_pb2.SendmsgResult(sent=sent)))
             elif op == "recvmsg":
                 reply = await self._recvmsg(call.id, s, call.recvmsg)
@@ -149,15 +175,24 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 if call.getname.peer and s.state != TCP_ESTABLISHED:
                     raise errno.kernel_error(errno.ENOTCONN)
                 out.append(udp_pb2.ProtoReply(id=call.id, name=udp_pb2.NameResult(addr=addr, port=port)))
+            elif op == "setsockopt":
+                o = call.setsockopt
+                await layer.setsockopt(s, o.level, o.optname, o.optval)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "getsockopt":
+                g = call.getsockopt
+                val = await layer.getsockopt(s, g.level, g.optname, g.optlen)
+                out.append(udp_pb2.ProtoReply(id=call.id, getsockopt=udp_pb2.GetsockoptResult(optval=val)))
         except OSError as err:
             out.append(_reply_error(call.id, err))
 
     async def _recvmsg(self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp) -> udp_pb2.ProtoReply | None:
         """The reply at once when a datagram is queued or the call must not wait; else
         None, and a task answers when udp_recvmsg returns."""
-        blocking = m.timeout_ns != 0 and not m.flags & MSG_DONTWAIT
+        # ip_recv_error() never waits.
+        blocking = m.timeout_ns != 0 and not m.flags & (MSG_DONTWAIT | MSG_ERRQUEUE)
         try:
-            r = await self.layer.recvmsg(s, m.len, m.flags | MSG_DONTWAIT, 0)
+            r = await self.layer.udp_recvmsg(s, m.len, m.flags | MSG_DONTWAIT, 0, m.controllen)
             return _recv_reply(call_id, r)
         except OSError as err:
             if not blocking or err.errno != errno.EAGAIN:
@@ -169,7 +204,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp, replies: BatchQueue[udp_pb2.ProtoReply]
     ) -> None:
         try:
-            r = await self.layer.recvmsg(s, m.len, m.flags, m.timeout_ns)
+            r = await self.layer.udp_recvmsg(s, m.len, m.flags, m.timeout_ns, m.controllen)
             reply = _recv_reply(call_id, r)
         except OSError as err:
             reply = _reply_error(call_id, err)
@@ -185,7 +220,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         await self._flush_down()
 
     async def _flush_down(self) -> None:
-        batch, self.layer.to_ip = self.layer.to_ip, []
+        layer = self.layer
+        batch: list[SkBuff | IcmpError] = [*layer.to_ip, *layer.icmp_out]
+        layer.to_ip, layer.icmp_out = [], []
         await self.down.put(batch)
 
     async def _calls(self, req: udp_pb2.AttachRequest) -> None:
@@ -222,7 +259,13 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     ) -> udp_pb2.GetStatsResponse:
         flat = to_flat_dict(self.layer.mib)
         return udp_pb2.GetStatsResponse(
-            counters=[skb_pb2.Counter(name=k, value=v) for k, v in flat.items() if k.startswith("Udp")],
+            # The Udp and UdpLite MIBs, and the ICMP error no socket took (__udp4_lib_err
+            # counts ICMP_MIB_INERRORS; nstat adds it to the IP layer's).
+            counters=[
+                skb_pb2.Counter(name=k, value=v)
+                for k, v in flat.items()
+                if k.startswith("Udp") or k == "IcmpInErrors"
+            ],
             drops=drops_to_proto(self.layer.drops),
         )
 

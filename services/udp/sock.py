@@ -1,4 +1,5 @@
-"""struct udp_sock: one UDP socket's addresses, receive queue and accounting."""
+"""struct udp_sock: one UDP socket's addresses, IP options, receive and error queues and
+their accounting."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from services.core.skbuff import Dst, SkBuff
+from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
 
 # include/net/tcp_states.h: UDP uses these two for "unconnected" and "connected".
 TCP_ESTABLISHED = 1
@@ -33,7 +35,7 @@ class UdpSock:
     protocol: int
     rcvbuf: int
     sndbuf: int
-    pmtudisc: int
+    inet: InetOpts
     owner_pid: int = 0
     owner_fd: int = 0
     state: int = TCP_CLOSE
@@ -52,9 +54,62 @@ class UdpSock:
     rmem_alloc: int = 0
     drops: int = 0
     dst_cache: CachedRoute | None = None
+    # sk_priority (IP_TOS sets it, rt_tos2priority) and sk_err, the pending error the
+    # next call that checks sock_error() returns.
+    priority: int = 0
+    sk_err: int = 0
     receive_queue: deque[SkBuff] = field(default_factory=deque)
+    error_queue: deque[SockExterrSkb] = field(default_factory=deque)
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     dead: bool = False
+
+    @property
+    def pmtudisc(self) -> int:
+        return self.inet.pmtudisc
+
+    def sock_error(self) -> int:
+        """sock_error(): the pending error, taken (xchg with 0)."""
+        err, self.sk_err = self.sk_err, 0
+        return err
+
+    def error_report(self) -> None:
+        """sk_error_report(): sock_def_error_report wakes a waiting reader, which then
+        finds sk_err (or an error queued) at its next sock_error()."""
+        self.data_ready()
+
+    def queue_err_skb(self, serr: SockExterrSkb) -> bool:
+        """sock_queue_err_skb() (net/core/skbuff.c): charged to sk_rmem_alloc like a
+        datagram, refused (the skb freed) when that would reach sk_rcvbuf."""
+        if self.rmem_alloc + serr.truesize >= self.rcvbuf:
+            return False
+        self.rmem_alloc += serr.truesize
+        self.error_queue.append(serr)
+        if not self.dead:
+            self.error_report()
+        return True
+
+    def dequeue_err_skb(self) -> SockExterrSkb | None:
+        """sock_dequeue_err_skb(): the oldest error; sk_err becomes the next one's errno
+        when that is an ICMP error, and 0 when an ICMP error leaves none behind it."""
+        if not self.error_queue:
+            return None
+        serr = self.error_queue.popleft()
+        self.rmem_alloc -= serr.truesize
+        nxt = self.error_queue[0] if self.error_queue else None
+        icmp_next = nxt is not None and nxt.ee.ee_origin == SO_EE_ORIGIN_ICMP
+        if icmp_next:
+            assert nxt is not None
+            self.sk_err = nxt.ee.ee_errno
+        elif serr.ee.ee_origin == SO_EE_ORIGIN_ICMP:
+            self.sk_err = 0
+        if nxt is not None:
+            self.error_report()
+        return serr
+
+    def purge_error_queue(self) -> None:
+        """skb_errqueue_purge()."""
+        while self.error_queue:
+            self.rmem_alloc -= self.error_queue.popleft().truesize
 
     def data_ready(self) -> None:
         """sk_data_ready(): wake the first reader waiting (exclusive wake-up)."""

@@ -4,8 +4,9 @@ emulated host: `import stackemu.socket as socket`.
 The host is the one STACKEMU_HOST names (default alice) in the stack `stackemu up`
 started, or the socket service at STACKEMU_SOCKET_ADDR=host:port. Everything that is
 not a socket object (constants, inet_aton, htons, exceptions, getaddrinfo) is the
-standard module's. Errors are OSError subclasses with the Linux errno, as the
-standard module raises them.
+standard module's, plus the SOL_IP constants it may lack (Linux's values). Errors are
+OSError subclasses with the Linux errno, as the standard module raises them; ancillary
+data is msg_control byte for byte, parsed as CPython parses it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,36 @@ from services.core.skbuff import TraceStep, trace_from_proto
 from services.core.sockaddr import AF_INET as _AF_INET
 from services.core.sockaddr import make_sockaddr_in, parse_sockaddr_in
 from stackemu import state as _state
+from stackemu.socket._cmsg import SOCKLEN_T_LIMIT as _SOCKLEN_T_LIMIT
+from stackemu.socket._cmsg import decode_ancdata as _decode_ancdata
+from stackemu.socket._cmsg import encode_ancdata as _encode_ancdata
 from stackemu.socket.v1 import socket_pb2 as _pb
 from stackemu.socket.v1 import socket_pb2_grpc as _pb_grpc
 
 error: type[OSError] = OSError  # type: ignore[no-redef]
 timeout: type[TimeoutError] = TimeoutError  # type: ignore[no-redef]
+
+# Linux's SOL_IP options and their values (include/uapi/linux/in.h, errqueue.h) that
+# the standard module of this Python may not name yet; the kernel's numbers either way.
+IP_PKTINFO = 8
+IP_MTU_DISCOVER = 10
+IP_RECVERR = 11
+IP_RECVTTL = 12
+IP_MTU = 14
+IP_RECVORIGDSTADDR = 20
+IP_ORIGDSTADDR = 20
+IP_RECVFRAGSIZE = 25
+IP_RECVERR_RFC4884 = 26
+IP_PROTOCOL = 52
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_WANT = 1
+IP_PMTUDISC_DO = 2
+IP_PMTUDISC_PROBE = 3
+IP_PMTUDISC_INTERFACE = 4
+IP_PMTUDISC_OMIT = 5
+SO_EE_ORIGIN_NONE = 0
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
 
 # Python blocks in recv with the GIL released; poll the RPC this often so that
 # KeyboardInterrupt gets through, as it does for the standard module.
@@ -114,6 +140,11 @@ def _sockaddr(address: Any, what: str) -> bytes:
 def _address(name: bytes) -> tuple[str, int]:
     _, addr, port = parse_sockaddr_in(name)
     return _std.inet_ntoa(addr.to_bytes(4, "big")), port
+
+
+def _name(name: bytes) -> tuple[str, int] | None:
+    """makesockaddr(): None when the kernel left msg_name empty."""
+    return _address(name) if name else None
 
 
 class socket:  # type: ignore[no-redef]
@@ -232,14 +263,20 @@ class socket:  # type: ignore[no-redef]
             _raise(resp.errno)
         return _address(resp.addr)
 
-    def _sendmsg(self, data: Any, flags: int, name: bytes) -> int:
+    def _sendmsg(self, data: Any, flags: int, name: bytes, control: bytes = b"") -> int:
         payload = bytes(memoryview(data))
         if self._timeout == 0.0:
             flags |= _std.MSG_DONTWAIT
         resp = self._call(
             self._host.stub.SendMsg,
             _pb.SendMsgRequest(
-                pid=self._pid(), fd=self._fd, data=payload, addr=name, flags=flags, trace=self.emu_trace
+                pid=self._pid(),
+                fd=self._fd,
+                data=payload,
+                addr=name,
+                flags=flags,
+                trace=self.emu_trace,
+                control=control,
             ),
         )
         if resp.errno:
@@ -259,10 +296,28 @@ class socket:  # type: ignore[no-redef]
             flags = flags_or_addr
         return self._sendmsg(data, flags, _sockaddr(address, "sendto"))
 
-    def _recvmsg(self, bufsize: int, flags: int, what: str) -> _pb.RecvMsgResponse:
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+        """sendmsg(): the buffers gathered, the ancillary data laid out as msg_control."""
+        try:
+            parts = list(buffers)
+        except TypeError:
+            raise TypeError("sendmsg() argument 1 must be an iterable") from None
+        chunks = []
+        for part in parts:
+            try:
+                chunks.append(bytes(memoryview(part)))
+            except TypeError:
+                raise TypeError(f"a bytes-like object is required, not '{type(part).__name__}'") from None
+        control = _encode_ancdata(ancdata)
+        name = b"" if address is None else _sockaddr(address, "sendmsg")
+        return self._sendmsg(b"".join(chunks), flags, name, control)
+
+    def _recvmsg(self, bufsize: int, flags: int, what: str, ancbufsize: int = 0) -> _pb.RecvMsgResponse:
         if bufsize < 0:
             raise ValueError(f"negative buffersize in {what}")
-        req = _pb.RecvMsgRequest(pid=self._pid(), fd=self._fd, bufsize=bufsize, flags=flags)
+        req = _pb.RecvMsgRequest(
+            pid=self._pid(), fd=self._fd, bufsize=bufsize, flags=flags, controllen=ancbufsize
+        )
         if self._timeout == 0.0:
             req.flags |= _std.MSG_DONTWAIT
         elif self._timeout is not None:
@@ -310,6 +365,37 @@ class socket:  # type: ignore[no-redef]
         view[: len(resp.data)] = resp.data
         return int(resp.length), _address(resp.addr)
 
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int] | None]:
+        """recvmsg(): (data, ancdata, msg_flags, address), the ancillary data parsed from
+        the msg_control bytes as CPython parses them (msg_controllen = ancbufsize)."""
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        resp = self._recvmsg_anc(bufsize, ancbufsize, flags)
+        return bytes(resp.data), _decode_ancdata(resp.control), int(resp.msg_flags), _name(resp.addr)
+
+    def recvmsg_into(
+        self, buffers: Any, ancbufsize: int = 0, flags: int = 0
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, tuple[str, int] | None]:
+        """recvmsg_into(): the data scattered into the buffers, in order."""
+        try:
+            views = [memoryview(b).cast("B") for b in buffers]
+        except TypeError:
+            raise TypeError("recvmsg_into() argument 1 must be an iterable") from None
+        resp = self._recvmsg_anc(sum(len(v) for v in views), ancbufsize, flags)
+        data, pos = bytes(resp.data), 0
+        for v in views:
+            chunk = data[pos : pos + len(v)]
+            v[: len(chunk)] = chunk
+            pos += len(chunk)
+        return int(resp.length), _decode_ancdata(resp.control), int(resp.msg_flags), _name(resp.addr)
+
+    def _recvmsg_anc(self, bufsize: int, ancbufsize: int, flags: int) -> _pb.RecvMsgResponse:
+        if ancbufsize < 0 or ancbufsize > _SOCKLEN_T_LIMIT:
+            raise ValueError("invalid ancillary data buffer length")
+        return self._recvmsg(bufsize, flags, "recvmsg", ancbufsize)
+
     # Modes and options.
 
     def settimeout(self, value: float | None) -> None:
@@ -343,6 +429,8 @@ class socket:  # type: ignore[no-redef]
             _raise(resp.errno)
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> Any:
+        if buflen and not 0 < buflen <= 1024:
+            raise OSError("getsockopt buflen out of range")
         resp = self._call(
             self._host.stub.GetSockOpt,
             _pb.GetSockOptRequest(
@@ -353,7 +441,8 @@ class socket:  # type: ignore[no-redef]
             _raise(resp.errno)
         if buflen:
             return bytes(resp.optval)
-        return int.from_bytes(resp.optval, sys.byteorder, signed=True)
+        # An int that starts as 0: what the kernel copied out lands on its first bytes.
+        return int.from_bytes(bytes(resp.optval).ljust(4, b"\0"), sys.byteorder, signed=True)
 
     def close(self) -> None:
         if self._closed:

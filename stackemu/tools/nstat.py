@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.core.snmp import NSTAT_USELESS, format_nstat_counters
 from stackemu import state
 from stackemu.ip.v1 import ip_pb2
 from stackemu.tools.common import Ip, Udp, err, out
@@ -51,9 +52,14 @@ def counters(host: str | None) -> dict[str, int]:
     with Udp(host) as udp:
         udp_stats = udp.call("GetStats", udp_pb2.GetStatsRequest())
     ip_all = {c.name: c.value for c in ip_stats.counters}
+    # A counter both layers keep (IcmpInErrors: the UDP layer counts ICMP errors no
+    # socket took) is their sum, as the kernel's one per-netns MIB would hold.
+    udp_all = {c.name: c.value for c in udp_stats.counters}
+    shared = {k: ip_all[k] + udp_all.pop(k) for k in list(udp_all) if k in ip_all}
+    ip_all.update(shared)
     ext = {k: v for k, v in ip_all.items() if k.startswith("IpExt")}
     snmp = {k: v for k, v in ip_all.items() if k not in ext}
-    return {**snmp, **{c.name: c.value for c in udp_stats.counters}, **ext}
+    return {**snmp, **udp_all, **ext}
 
 
 def _history(host: str) -> Path:
@@ -88,15 +94,12 @@ def main(host: str | None, argv: Sequence[str]) -> int:
     shown = now if "a" in flags else {k: v - old.get(k, 0) for k, v in now.items()}
     if patterns:
         shown = {k: v for k, v in shown.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-    if "z" not in flags:
-        shown = {k: v for k, v in shown.items() if v}
     if "n" not in flags:
         if "j" in flags:
-            out(json.dumps({"kernel": shown}, indent=4 if "p" in flags else None, separators=None))
+            shown = {k: v for k, v in shown.items() if k not in NSTAT_USELESS and (v or "z" in flags)}
+            out(json.dumps({"kernel": shown}, indent=4 if "p" in flags else None))
         else:
-            out("#kernel")
-            for k, v in shown.items():
-                out(f"{k:<32}{v:<16}{0.0:6.1f}")
+            out(format_nstat_counters(shown, zeros="z" in flags).rstrip("\n"))
     if "s" not in flags:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(now))

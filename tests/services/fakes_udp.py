@@ -25,17 +25,19 @@ from typing import Any, TypeVar
 import grpc
 
 from services.core import errno
+from services.core.ipcb import InetSkbParm, IpOptions, set_ipcb
 from services.core.server import CHANNEL_OPTIONS, ServingStatus
 from services.core.skbuff import Dst, SkBuff
 from services.core.snmp import SNMP4_UDP_LIST
 from services.core.sockaddr import AF_INET, make_sockaddr_in
 from services.core.stream import BatchQueue, serve_bidi
 from services.core.sysctl import Sysctl
-from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Repr, ip_from_str
-from services.socket.proto import Datagram
+from services.core.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, Ipv4Repr, ip_from_str
+from services.ip.options import ip_options_build, ip_options_compile, ip_options_from_cork
+from services.ip.sockglue import RecvMsg
 from services.socket.servicer import SocketServicer
 from services.socket.syscalls import SocketLayer
-from services.udp.layer import UdpLayer
+from services.udp.layer import IcmpError, UdpLayer
 from services.udp.servicer import IpRoutes, UdpService
 from services.udp.sock import TCP_ESTABLISHED
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -151,18 +153,36 @@ def delivered_skb(
     tos: int = 0,
     truesize: int | None = None,
     rt_type: int = RTN_LOCAL,
+    options: bytes = b"",
+    iif: int = LO_IFINDEX,
+    spec_dst: int | None = None,
 ) -> skb_pb2.SkBuff:
     """What ip_local_deliver_finish hands udp_rcv: an Ethernet and an IPv4 header in
-    the head, data at the UDP header, the input route in dst."""
-    head = bytearray(ETH_HLEN + 20 + len(segment))
-    Ipv4Repr(src=saddr, dst=daddr, protocol=IPPROTO_UDP, payload_len=len(segment), ttl=ttl, tos=tos).emit(
-        head, ETH_HLEN
-    )
-    head[ETH_HLEN + 20 :] = segment
+    the head, data at the UDP header, the input route in dst, IPCB in cb (the arrival
+    interface, where the options are, fib_compute_spec_dst: the destination itself for
+    a local route)."""
+    hlen = 20 + len(options)
+    head = bytearray(ETH_HLEN + hlen + len(segment))
+    Ipv4Repr(
+        src=saddr,
+        dst=daddr,
+        protocol=IPPROTO_UDP,
+        payload_len=len(segment),
+        ttl=ttl,
+        tos=tos,
+        options=options,
+    ).emit(head, ETH_HLEN)
+    head[ETH_HLEN + hlen :] = segment
     skb = SkBuff(head)
     skb.mac_header = 0
     skb.network_header = ETH_HLEN
-    skb.transport_header = skb.data = ETH_HLEN + 20
+    skb.transport_header = skb.data = ETH_HLEN + hlen
+    set_ipcb(
+        skb.cb,
+        InetSkbParm(
+            iif=iif, opt=IpOptions(optlen=len(options)), spec_dst=daddr if spec_dst is None else spec_dst
+        ),
+    )
     skb.tail = len(head)
     skb.len = len(segment)
     skb.protocol = ETH_P_IP
@@ -173,14 +193,71 @@ def delivered_skb(
     return skb.to_proto()
 
 
-def lo_route(daddr: int, saddr: int) -> tuple[Dst, int]:
-    """ip_route_output_key on a host whose only address is 127.0.0.1/8 on lo: no
-    destination means loopback (__ip_route_output_key), 127/8 is local with prefsrc
-    127.0.0.1, anything else is unreachable."""
+def lo_route(daddr: int, saddr: int, oif: int = 0) -> tuple[Dst, int]:
+    """ip_route_output_key on a host whose only address is 127.0.0.1/8 on lo: an output
+    interface that does not exist is ENODEV, a source that is not local ENETUNREACH
+    (ip_route_output_key_hash_rcu); no destination means loopback
+    (__ip_route_output_key), 127/8 is local with prefsrc 127.0.0.1, anything else is
+    unreachable."""
+    if oif and oif != LO_IFINDEX:
+        raise errno.kernel_error(errno.ENODEV)
+    if saddr and saddr >> 24 != 127:
+        raise errno.kernel_error(errno.ENETUNREACH)
     daddr = daddr or saddr or LOOPBACK
     if daddr >> 24 != 127:
         raise errno.kernel_error(errno.ENETUNREACH)
     return Dst(LO_IFINDEX, daddr, LO_MTU, RTN_LOCAL, RTCF_LOCAL), saddr or LOOPBACK
+
+
+def icmp_message(icmp_type: int, code: int, info: int, quoted: bytes, length_words: int = 0) -> bytes:
+    """An ICMP error message (RFC 792, RFC 4884's length octet) with its checksum: the
+    second word holds the next-hop MTU for ICMP_FRAG_NEEDED, the pointer for
+    ICMP_PARAMETERPROB, the gateway for ICMP_REDIRECT."""
+    if icmp_type == 3 and code == 4:
+        rest = struct.pack("!BBH", 0, length_words, info)
+    elif icmp_type == 12:
+        rest = struct.pack("!BBH", info, length_words, 0)
+    elif icmp_type == 5:
+        rest = struct.pack("!I", info)
+    else:
+        rest = struct.pack("!BBH", 0, length_words, 0)
+    msg = bytearray(struct.pack("!BBH", icmp_type, code, 0) + rest + quoted)
+    msg[2:4] = struct.pack("!H", rfc1071(bytes(msg)))
+    return bytes(msg)
+
+
+def icmp_skb(src: int, dst: int, message: bytes, tos: int, ttl: int = 64) -> SkBuff:
+    """An ICMP error as icmp_unreach hands it to udp_err: the outer header at
+    network_header, the ICMP header at transport_header, data at the quoted IP header,
+    IPCB iif lo."""
+    head = bytearray(20 + len(message))
+    Ipv4Repr(src=src, dst=dst, protocol=IPPROTO_ICMP, payload_len=len(message), ttl=ttl, tos=tos).emit(
+        head, 0
+    )
+    head[20:] = message
+    out = SkBuff(head)
+    out.network_header = 0
+    out.transport_header = 20
+    out.data = 28
+    out.tail = len(head)
+    out.len = len(head) - 28
+    out.skb_iif = out.dev_ifindex = LO_IFINDEX
+    set_ipcb(out.cb, InetSkbParm(iif=LO_IFINDEX))
+    return out
+
+
+def icmp_error(skb: SkBuff, icmp_type: int, code: int, info: int = 0, quote_max: int = 548) -> IcmpError:
+    """What the IP layer delivers to udp_err for the ICMP error icmp_send(skb, type, code,
+    info) of a loopback host makes about `skb` (IP header at network_header), as the
+    kernel builds it: from the original destination to its source, TTL 64, tos
+    (tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL, quoting the original datagram
+    up to 576 bytes in all (548 of it)."""
+    original = bytes(skb.head[skb.network_header : skb.tail])
+    message = icmp_message(icmp_type, code, info, original[:quote_max])
+    orig_src = int.from_bytes(original[12:16], "big")
+    orig_dst = int.from_bytes(original[16:20], "big")
+    out = icmp_skb(orig_dst, orig_src, message, (original[1] & 0x1E) | 0xC0)
+    return IcmpError(out, icmp_type, code, info)
 
 
 class FakeIp(ip_pb2_grpc.IpServiceServicer):
@@ -189,7 +266,8 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
     def __init__(self) -> None:
         self.genid = 1
         self.sent: asyncio.Queue[SkBuff] = asyncio.Queue()
-        self.up: BatchQueue[skb_pb2.SkBuff] = BatchQueue()
+        self.icmp_sent: asyncio.Queue[ip_pb2.IcmpError] = asyncio.Queue()
+        self.up: BatchQueue[skb_pb2.SkBuff | ip_pb2.IcmpError] = BatchQueue()
         self.route_requests: list[ip_pb2.RouteOutputRequest] = []
 
     async def Attach(
@@ -200,13 +278,17 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
         async def on_request(req: ip_pb2.AttachRequest) -> None:
             for m in req.skbs:
                 self.sent.put_nowait(SkBuff.from_proto(m))
+            for e in req.icmp_send:
+                self.icmp_sent.put_nowait(e)
 
-        async for resp in serve_bidi(
-            request_iterator,
-            self.up,
-            on_request,
-            lambda b: ip_pb2.AttachResponse(skbs=b, fib_genid=self.genid),
-        ):
+        def wrap(batch: list[skb_pb2.SkBuff | ip_pb2.IcmpError]) -> ip_pb2.AttachResponse:
+            return ip_pb2.AttachResponse(
+                skbs=[x for x in batch if isinstance(x, skb_pb2.SkBuff)],
+                errors=[x for x in batch if isinstance(x, ip_pb2.IcmpError)],
+                fib_genid=self.genid,
+            )
+
+        async for resp in serve_bidi(request_iterator, self.up, on_request, wrap):
             yield resp
 
     async def RouteOutput(
@@ -214,7 +296,7 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
     ) -> ip_pb2.RouteOutputResponse:
         self.route_requests.append(request)
         try:
-            d, saddr = lo_route(request.daddr, request.saddr)
+            d, saddr = lo_route(request.daddr, request.saddr, request.oif)
         except OSError as err:
             return ip_pb2.RouteOutputResponse(errno=err.errno or 0, fib_genid=self.genid)
         return ip_pb2.RouteOutputResponse(
@@ -225,12 +307,15 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
             fib_genid=self.genid,
         )
 
-    def deliver(self, *skbs: skb_pb2.SkBuff) -> None:
-        """ip_local_deliver_finish → udp_rcv, as one batch."""
+    def deliver(self, *skbs: skb_pb2.SkBuff | ip_pb2.IcmpError) -> None:
+        """ip_local_deliver_finish → udp_rcv (and icmp_unreach → udp_err), as one batch."""
         assert self.up.put_nowait(list(skbs))
 
     async def next_sent(self) -> SkBuff:
         return await asyncio.wait_for(self.sent.get(), WAIT)
+
+    async def next_icmp(self) -> ip_pb2.IcmpError:
+        return await asyncio.wait_for(self.icmp_sent.get(), WAIT)
 
 
 class ReadyStatus(ServingStatus):
@@ -319,13 +404,33 @@ class ProtoStream:
     async def disconnect(self, sk: int) -> int:
         return int((await self.call(sk, disconnect=udp_pb2.DisconnectOp())).errno)
 
-    async def sendmsg(self, sk: int, data: bytes, name: bytes = b"", flags: int = 0) -> udp_pb2.ProtoReply:
-        return await self.call(sk, sendmsg=udp_pb2.SendmsgOp(data=data, name=name, flags=flags))
+    async def sendmsg(
+        self, sk: int, data: bytes, name: bytes = b"", flags: int = 0, control: bytes = b""
+    ) -> udp_pb2.ProtoReply:
+        return await self.call(
+            sk, sendmsg=udp_pb2.SendmsgOp(data=data, name=name, flags=flags, control=control)
+        )
 
     async def recvmsg(
-        self, sk: int, length: int = 65536, flags: int = MSG_DONTWAIT, timeout_ns: int = 0
+        self,
+        sk: int,
+        length: int = 65536,
+        flags: int = MSG_DONTWAIT,
+        timeout_ns: int = 0,
+        controllen: int = 0,
     ) -> udp_pb2.ProtoReply:
-        return await self.call(sk, recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns))
+        return await self.call(
+            sk,
+            recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns, controllen=controllen),
+        )
+
+    async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> int:
+        op = udp_pb2.SetsockoptOp(level=level, optname=optname, optval=optval)
+        return int((await self.call(sk, setsockopt=op)).errno)
+
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int = 4) -> tuple[int, bytes]:
+        r = await self.call(sk, getsockopt=udp_pb2.GetsockoptOp(level=level, optname=optname, optlen=optlen))
+        return int(r.errno), bytes(r.getsockopt.optval)
 
     async def getname(self, sk: int, peer: bool = False) -> tuple[int, int, int]:
         """(errno, addr, port)."""
@@ -439,13 +544,15 @@ class UdpHarness:
 
 class LoopbackUdp:
     """UdpProto over an in-process UdpLayer, its datagrams looped back through a fake
-    IP layer (ip_send_skb → lo → ip_rcv → ip_local_deliver) into its own udp_rcv."""
+    IP layer (ip_send_skb → lo → ip_rcv → ip_local_deliver) into its own udp_rcv, and
+    the port unreachables udp_rcv asks for back into its udp_err (icmp_send → lo →
+    icmp_rcv → icmp_unreach)."""
 
     def __init__(self, sysctl: Sysctl | None = None) -> None:
         self.layer = UdpLayer("alice", sysctl or Sysctl(), self._route)
 
     async def _route(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int, int]:
-        dst, src = lo_route(daddr, saddr)
+        dst, src = lo_route(daddr, saddr, oif)
         return dst, src, 0
 
     async def create(self, protocol: int, pid: int, fd: int) -> int:
@@ -460,8 +567,10 @@ class LoopbackUdp:
     async def disconnect(self, sk: int) -> None:
         self.layer.disconnect(self.layer.sock(sk))
 
-    async def sendmsg(self, sk: int, data: bytes, name: bytes, flags: int, trace: bool) -> int:
-        sent = await self.layer.sendmsg(self.layer.sock(sk), data, name, flags, trace)
+    async def sendmsg(
+        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+    ) -> int:
+        sent = await self.layer.sendmsg(self.layer.sock(sk), data, name, flags, trace, control)
         self._loop()
         return sent
 
@@ -470,15 +579,23 @@ class LoopbackUdp:
         for skb in batch:
             cork = skb.cork
             assert cork is not None
+            # ip_options_build() on the way out (the first hop of a source route in the
+            # header), ip_options_compile() on the way in (record route and timestamps
+            # get this host's address), as the IP layer does.
+            opt = ip_options_from_cork(skb.cb, cork.options) if cork.options else IpOptions()
             hdr = Ipv4Repr(
                 src=cork.saddr,
-                dst=cork.daddr,
+                dst=opt.faddr if opt.srr else cork.daddr,
                 protocol=cork.protocol,
                 payload_len=skb.len,
                 ttl=cork.ttl or 64,
                 tos=cork.tos,
+                options=opt.data,
             )
-            hdr.emit(skb.push(hdr.header_len))
+            header = skb.push(hdr.header_len)
+            hdr.emit(header)
+            if opt.optlen:
+                ip_options_build(header, opt, cork.daddr, cork.saddr, 0)
             skb.reset_network_header()
             skb.pull(hdr.header_len)
             skb.reset_transport_header()
@@ -486,10 +603,25 @@ class LoopbackUdp:
             skb.skb_iif = skb.dev_ifindex = LO_IFINDEX
             skb.sk = 0
             skb.cork = None
+            rcv_opt = IpOptions(optlen=hdr.header_len - 20)
+            if rcv_opt.optlen:
+                ip_options_compile(header, rcv_opt, local_addr=cork.daddr, now_ms=0)
+            set_ipcb(skb.cb, InetSkbParm(iif=LO_IFINDEX, opt=rcv_opt, spec_dst=cork.daddr))
             self.layer.udp_rcv(skb)
+        icmp, self.layer.icmp_out = self.layer.icmp_out, []
+        for req in icmp:
+            self.layer.udp_err(icmp_error(req.skb, req.type, req.code, req.info))
 
-    async def recvmsg(self, sk: int, length: int, flags: int, timeout_ns: int) -> Datagram:
-        return await self.layer.recvmsg(self.layer.sock(sk), length, flags, timeout_ns)
+    async def recvmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
+    ) -> RecvMsg:
+        return await self.layer.udp_recvmsg(self.layer.sock(sk), length, flags, timeout_ns, controllen)
+
+    async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
+        await self.layer.setsockopt(self.layer.sock(sk), level, optname, optval)
+
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes:
+        return await self.layer.getsockopt(self.layer.sock(sk), level, optname, optlen)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
         # As UdpServicer answers GetnameOp (inet_getname).
@@ -558,18 +690,26 @@ class SocketHarness:
         return int((await self.stub.Connect(socket_pb2.ConnectRequest(pid=pid, fd=fd, addr=addr))).errno)
 
     async def sendmsg(
-        self, pid: int, fd: int, data: bytes, addr: bytes = b"", flags: int = 0
+        self, pid: int, fd: int, data: bytes, addr: bytes = b"", flags: int = 0, control: bytes = b""
     ) -> tuple[int, int]:
         r = await self.stub.SendMsg(
-            socket_pb2.SendMsgRequest(pid=pid, fd=fd, data=data, addr=addr, flags=flags)
+            socket_pb2.SendMsgRequest(pid=pid, fd=fd, data=data, addr=addr, flags=flags, control=control)
         )
         return int(r.errno), int(r.sent)
 
     async def recvmsg(
-        self, pid: int, fd: int, bufsize: int = 65536, flags: int = 0, timeout_ns: int | None = None
+        self,
+        pid: int,
+        fd: int,
+        bufsize: int = 65536,
+        flags: int = 0,
+        timeout_ns: int | None = None,
+        controllen: int = 0,
     ) -> socket_pb2.RecvMsgResponse:
         r = await self.stub.RecvMsg(
-            socket_pb2.RecvMsgRequest(pid=pid, fd=fd, bufsize=bufsize, flags=flags, timeout_ns=timeout_ns)
+            socket_pb2.RecvMsgRequest(
+                pid=pid, fd=fd, bufsize=bufsize, flags=flags, timeout_ns=timeout_ns, controllen=controllen
+            )
         )
         assert isinstance(r, socket_pb2.RecvMsgResponse)
         return r
@@ -633,6 +773,80 @@ def real_socket(domain: int, type_: int, protocol: int) -> int:
         return ctypes.get_errno()
     _libc.close(fd)
     return 0
+
+
+def real_setsockopt(sock: socket.socket, level: int, optname: int, optval: bytes) -> int:
+    """setsockopt(2) with exactly these optval bytes (optlen their length); the errno."""
+    buf = ctypes.create_string_buffer(optval, len(optval)) if optval else None
+    return _errno_of(_libc.setsockopt(sock.fileno(), level, optname, buf, len(optval)))
+
+
+def real_getsockopt(sock: socket.socket, level: int, optname: int, optlen: int) -> tuple[int, bytes]:
+    """getsockopt(2) with this optlen (an int, may be negative): (errno, the bytes
+    copied out, as many as the returned optlen says)."""
+    buf = ctypes.create_string_buffer(max(optlen, 0) + 8)
+    length = ctypes.c_int(optlen)
+    if _libc.getsockopt(sock.fileno(), level, optname, buf, ctypes.byref(length)) < 0:
+        return ctypes.get_errno(), b""
+    return 0, buf.raw[: length.value]
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.POINTER(_Iovec)),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+def real_sendmsg(sock: socket.socket, data: bytes, name: bytes | None, control: bytes, flags: int = 0) -> int:
+    """sendmsg(2) with exactly this msg_control; the errno, 0 on success."""
+    buf = ctypes.create_string_buffer(data, max(len(data), 1))
+    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    nbuf = ctypes.create_string_buffer(name, len(name)) if name else None
+    cbuf = ctypes.create_string_buffer(control, len(control)) if control else None
+    msg = _Msghdr(
+        ctypes.cast(nbuf, ctypes.c_void_p) if nbuf else None,
+        len(name) if name else 0,
+        ctypes.pointer(iov),
+        1,
+        ctypes.cast(cbuf, ctypes.c_void_p) if cbuf else None,
+        len(control),
+        0,
+    )
+    return _errno_of(_libc.sendmsg(sock.fileno(), ctypes.byref(msg), flags))
+
+
+def real_recvmsg(
+    sock: socket.socket, bufsize: int, controllen: int, flags: int = 0
+) -> tuple[int, bytes, bytes, int, bytes]:
+    """recvmsg(2): (errno, data, msg_control as the kernel left it (msg_controllen
+    bytes), msg_flags, msg_name), or the errno and empties."""
+    buf = ctypes.create_string_buffer(max(bufsize, 1))
+    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), bufsize)
+    nbuf = ctypes.create_string_buffer(16)
+    cbuf = ctypes.create_string_buffer(max(controllen, 1))
+    msg = _Msghdr(
+        ctypes.cast(nbuf, ctypes.c_void_p),
+        16,
+        ctypes.pointer(iov),
+        1,
+        ctypes.cast(cbuf, ctypes.c_void_p) if controllen else None,
+        controllen,
+        0,
+    )
+    n = _libc.recvmsg(sock.fileno(), ctypes.byref(msg), flags)
+    if n < 0:
+        return ctypes.get_errno(), b"", b"", 0, b""
+    return 0, buf.raw[: min(n, bufsize)], cbuf.raw[: msg.controllen], msg.flags, nbuf.raw[: msg.namelen]
 
 
 def real_udp() -> socket.socket:

@@ -20,6 +20,7 @@ from services.core.dropreason import SkbDropReason
 from services.core.skbuff import SkBuff
 from services.core.sockaddr import AF_INET6, AF_UNSPEC
 from services.core.sysctl import Sysctl
+from services.ip.sockglue import build_cmsgs
 from stackemu.udp.v1 import udp_pb2
 from tests.services.fakes_udp import (
     LO_IFINDEX,
@@ -337,6 +338,67 @@ async def test_connected_socket_numbers_its_datagrams() -> None:
         assert first.inet_id is not None
         assert second.cork.inet_id == (first.inet_id + 1) & 0xFFFF
         assert struct.unpack_from("!H", second.payload(), 2)[0] == 9002
+
+
+@async_test
+async def test_sendmsg_cork_carries_the_sockets_ip_options_and_the_cmsgs() -> None:
+    """What udp_sendmsg hands IP for one datagram: the TTL (cmsg, else IP_TTL, else 0 for
+    the route's), the TOS (cmsg, else IP_TOS, ECN bits included), the options in the
+    form setsockopt takes (IP compiles and builds them), the priority IP_TOS or the
+    cmsg gives (rt_tos2priority), SO_MARK's mark, and IP_PKTINFO's source and output
+    interface in the route lookup."""
+    i32 = struct.Struct("=i").pack
+    async with UdpHarness() as h:
+        sk = await h.sock.create()
+        dst = sockaddr("127.0.0.1", 9001)
+        assert await h.sock.setsockopt(sk, 0, 2, i32(33)) == 0  # IP_TTL
+        assert await h.sock.setsockopt(sk, 0, 1, i32(0x11)) == 0  # IP_TOS
+        assert await h.sock.setsockopt(sk, 0, 4, b"\x07\x07\x04" + bytes(4)) == 0  # IP_OPTIONS: RR
+        assert (await h.sock.sendmsg(sk, b"a", dst)).errno == 0
+        skb = await h.ip.next_sent()
+        assert skb.cork is not None
+        rr = b"\x07\x07\x04" + bytes(5)  # padded with IPOPT_END
+        assert (skb.cork.ttl, skb.cork.tos, skb.cork.options, skb.priority) == (33, 0x11, rr, 6)
+        control = build_cmsgs(
+            [
+                (0, 2, i32(9)),  # IP_TTL
+                (0, 1, b"\x10"),  # IP_TOS
+                (1, 36, i32(7)),  # SO_MARK
+                (0, 8, struct.pack("=i4s4s", 1, bytes([127, 0, 0, 9]), bytes(4))),  # IP_PKTINFO
+            ]
+        )
+        h.ip.route_requests.clear()
+        assert (await h.sock.sendmsg(sk, b"b", dst, control=control)).errno == 0
+        skb = await h.ip.next_sent()
+        assert skb.cork is not None
+        assert (skb.cork.ttl, skb.cork.tos, skb.priority, skb.mark) == (9, 0x10, 6, 7)
+        assert skb.cork.saddr == ip("127.0.0.9")
+        (req,) = h.ip.route_requests
+        assert (req.daddr, req.saddr, req.oif) == (LO, ip("127.0.0.9"), LO_IFINDEX)
+        # IP_TTL -1 goes back to the route's: 0 in the cork.
+        assert await h.sock.setsockopt(sk, 0, 2, i32(-1)) == 0
+        assert await h.sock.setsockopt(sk, 0, 4, b"") == 0
+        assert (await h.sock.sendmsg(sk, b"c", dst)).errno == 0
+        skb = await h.ip.next_sent()
+        assert skb.cork is not None and (skb.cork.ttl, skb.cork.options) == (0, b"")
+
+
+@async_test
+async def test_ip_mtu_follows_the_route_a_fib_change_moves() -> None:
+    """getsockopt(IP_MTU): ENOTCONN without a cached route (never connected,
+    disconnected); the route's MTU, lo's 65536 read as 65535 (ipv4_mtu caps at
+    IP_MAX_MTU), looked up again once the FIB generation has moved on."""
+    async with UdpHarness() as h:
+        sk = await h.sock.create()
+        assert await h.sock.getsockopt(sk, 0, 14) == (errno.ENOTCONN, b"")
+        assert await h.sock.connect(sk, sockaddr("127.0.0.1", 9)) == 0
+        assert await h.sock.getsockopt(sk, 0, 14) == (0, struct.pack("=i", 65535))
+        h.ip.route_requests.clear()
+        h.layer.fib_genid += 1
+        assert await h.sock.getsockopt(sk, 0, 14) == (0, struct.pack("=i", 65535))
+        assert len(h.ip.route_requests) == 1
+        assert await h.sock.disconnect(sk) == 0
+        assert await h.sock.getsockopt(sk, 0, 14) == (errno.ENOTCONN, b"")
 
 
 # Receive.

@@ -1,0 +1,631 @@
+"""The IP layer's half of a socket (net/ipv4/ip_sockglue.c): the SOL_IP socket options
+over struct inet_sock's fields, the control messages of sendmsg (ip_cmsg_send) and
+recvmsg (ip_cmsg_recv_offset), and the error queue entries that ICMP errors and local
+errors leave (ip_icmp_error, ip_local_error, ip_recv_error).
+
+Pure functions over plain data: the UDP layer owns the sockets and calls these, as
+udp.c calls ip_sockglue.c in the kernel. Control messages are bytes laid out as Linux
+on x86_64 lays them out: struct cmsghdr {size_t cmsg_len; int cmsg_level; int
+cmsg_type} (16 bytes), each message's data padded to 8 bytes (CMSG_ALIGN).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from services.core import errno
+from services.core.checksum import csum_fold, csum_partial
+from services.core.datagram import Datagram
+from services.core.ipcb import IpOptions, ipcb
+from services.core.skbuff import SkBuff, alloc_skb
+from services.core.sockaddr import make_sockaddr_in
+from services.ip.options import ip_options_echo, ip_options_get, ip_options_undo_bytes
+
+# include/linux/socket.h
+SOL_IP = 0
+SOL_SOCKET = 1
+SOL_UDP = 17
+MSG_CTRUNC = 0x8
+MSG_TRUNC = 0x20
+MSG_ERRQUEUE = 0x2000
+SOCK_STREAM = 1
+SOCK_DGRAM = 2
+SOCK_RAW = 3
+
+# include/uapi/linux/in.h
+IP_TOS = 1
+IP_TTL = 2
+IP_HDRINCL = 3
+IP_OPTIONS = 4
+IP_ROUTER_ALERT = 5
+IP_RECVOPTS = 6
+IP_RETOPTS = 7
+IP_PKTINFO = 8
+IP_PKTOPTIONS = 9
+IP_MTU_DISCOVER = 10
+IP_RECVERR = 11
+IP_RECVTTL = 12
+IP_RECVTOS = 13
+IP_MTU = 14
+IP_RECVORIGDSTADDR = 20
+IP_ORIGDSTADDR = IP_RECVORIGDSTADDR
+IP_NODEFRAG = 22
+IP_RECVFRAGSIZE = 25
+IP_RECVERR_RFC4884 = 26
+IP_PROTOCOL = 52
+# include/uapi/linux/mroute.h: MRT_INIT .. MRT_FLUSH, the multicast routing daemon's.
+MRT_BASE = 200
+MRT_MAX = MRT_BASE + 12
+
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_WANT = 1
+IP_PMTUDISC_DO = 2
+IP_PMTUDISC_PROBE = 3
+IP_PMTUDISC_INTERFACE = 4
+IP_PMTUDISC_OMIT = 5
+
+# include/net/inet_sock.h: the INET_FLAGS_* bits that ask for receive cmsgs (inet->
+# cmsg_flags, the IP_CMSG_* masks), in ip_cmsg_recv_offset()'s order.
+IP_CMSG_PKTINFO = 1 << 0
+IP_CMSG_TTL = 1 << 1
+IP_CMSG_TOS = 1 << 2
+IP_CMSG_RECVOPTS = 1 << 3
+IP_CMSG_RETOPTS = 1 << 4
+IP_CMSG_ORIGDSTADDR = 1 << 6
+IP_CMSG_RECVFRAGSIZE = 1 << 8
+
+_CMSG_OPTION_BITS = {
+    IP_PKTINFO: IP_CMSG_PKTINFO,
+    IP_RECVTTL: IP_CMSG_TTL,
+    IP_RECVTOS: IP_CMSG_TOS,
+    IP_RECVOPTS: IP_CMSG_RECVOPTS,
+    IP_RETOPTS: IP_CMSG_RETOPTS,
+    IP_RECVORIGDSTADDR: IP_CMSG_ORIGDSTADDR,
+    IP_RECVFRAGSIZE: IP_CMSG_RECVFRAGSIZE,
+}
+
+# do_ip_setsockopt(): the options whose value is read as an int (optlen >= 4) or as
+# one unsigned byte (optlen 1..3) before anything else looks at them.
+_INT_OPTIONS = frozenset(
+    {IP_PKTINFO, IP_RECVTTL, IP_RECVOPTS, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL, IP_HDRINCL}
+    | {IP_MTU_DISCOVER, IP_RECVERR, IP_ROUTER_ALERT, IP_NODEFRAG, IP_RECVORIGDSTADDR}
+    | {IP_RECVFRAGSIZE, IP_RECVERR_RFC4884}
+)
+
+# include/uapi/asm-generic/socket.h: the SOL_SOCKET cmsgs __sock_cmsg_send() knows.
+SCM_RIGHTS = 1
+SCM_CREDENTIALS = 2
+SO_PRIORITY = 12
+SO_MARK = 36
+SO_TIMESTAMPING_OLD = 37
+SCM_TXTIME = 61
+SO_TIMESTAMPING_NEW = 65
+SCM_TS_OPT_ID = 81
+# include/uapi/linux/net_tstamp.h: SOF_TIMESTAMPING_TX_RECORD_MASK (TX_HARDWARE,
+# TX_SOFTWARE, TX_SCHED, TX_ACK, TX_COMPLETION), the flags a cmsg may ask for.
+SOF_TIMESTAMPING_TX_RECORD_MASK = (1 << 0) | (1 << 1) | (1 << 8) | (1 << 9) | (1 << 18)
+
+# include/uapi/linux/errqueue.h
+SO_EE_ORIGIN_NONE = 0
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_RFC4884_FLAG_INVALID = 1
+
+# include/uapi/linux/icmp.h: the error types whose messages may carry RFC 4884 extensions.
+ICMP_DEST_UNREACH = 3
+ICMP_TIME_EXCEEDED = 11
+ICMP_PARAMETERPROB = 12
+ICMPH_LEN = 8
+IPV4_HLEN = 20
+UDP_HLEN = 8
+MAX_IPOPTLEN = 40
+
+CMSG_HDR_LEN = 16
+_CMSGHDR = struct.Struct("=Qii")
+_INT = struct.Struct("=i")
+_U32 = struct.Struct("=I")
+_EE = struct.Struct("=IBBBBII")
+
+# ip_tos2prio[] (net/ipv4/route.c): the TC_PRIO_* band of each IPTOS_TOS() value.
+_IP_TOS2PRIO = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
+
+
+def cmsg_align(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def cmsg_len(n: int) -> int:
+    return CMSG_HDR_LEN + n
+
+
+def cmsg_space(n: int) -> int:
+    return CMSG_HDR_LEN + cmsg_align(n)
+
+
+def rt_tos2priority(tos: int) -> int:
+    return _IP_TOS2PRIO[(tos & 0x1E) >> 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Cmsg:
+    level: int
+    type: int
+    # CMSG_DATA() up to cmsg_len: its length is cmsg_len - sizeof(struct cmsghdr).
+    data: bytes
+
+
+def for_each_cmsghdr(control: bytes) -> Iterator[Cmsg]:
+    """for_each_cmsghdr() with the CMSG_OK() check every user of it makes: EINVAL for a
+    header whose cmsg_len is shorter than the header or runs past msg_controllen. What
+    is left after the last message, if too short for another header, is ignored
+    (CMSG_FIRSTHDR, __cmsg_nxthdr)."""
+    size = len(control)
+    off = 0
+    while off + CMSG_HDR_LEN <= size:
+        length, level, type_ = _CMSGHDR.unpack_from(control, off)
+        if length < CMSG_HDR_LEN or length > size - off:
+            raise errno.kernel_error(errno.EINVAL)
+        yield Cmsg(level, type_, bytes(control[off + CMSG_HDR_LEN : off + length]))
+        off += cmsg_align(length)
+
+
+def build_cmsgs(cmsgs: list[tuple[int, int, bytes]]) -> bytes:
+    """msg_control as a program lays it out: each message CMSG_SPACE() long."""
+    out = bytearray()
+    for level, type_, data in cmsgs:
+        out += _CMSGHDR.pack(cmsg_len(len(data)), level, type_) + data
+        out += bytes(cmsg_space(len(data)) - cmsg_len(len(data)))
+    return bytes(out)
+
+
+class MsgControl:
+    """A recvmsg's msg_control being filled by put_cmsg() (net/core/scm.c): a message
+    that does not fit in what is left is cut to it, cmsg_len saying so, and msg_flags
+    gets MSG_CTRUNC; with less than a header left nothing is written."""
+
+    def __init__(self, controllen: int) -> None:
+        self.room = controllen
+        self.buf = bytearray()
+        self.flags = 0
+
+    def put(self, level: int, type_: int, data: bytes) -> None:
+        length = cmsg_len(len(data))
+        if self.room < CMSG_HDR_LEN:
+            self.flags |= MSG_CTRUNC
+            return
+        if self.room < length:
+            self.flags |= MSG_CTRUNC
+            length = self.room
+        msg = _CMSGHDR.pack(length, level, type_) + data[: length - CMSG_HDR_LEN]
+        space = min(cmsg_space(len(data)), self.room)
+        self.buf += msg + bytes(space - len(msg))
+        self.room -= space
+
+    def control(self) -> bytes:
+        return bytes(self.buf)
+
+
+@dataclass(slots=True)
+class InetOpts:
+    """The parts of struct inet_sock the SOL_IP options set."""
+
+    pmtudisc: int = IP_PMTUDISC_WANT
+    # -1: the route's hop limit (net.ipv4.ip_default_ttl).
+    uc_ttl: int = -1
+    tos: int = 0
+    cmsg_flags: int = 0
+    recverr: bool = False
+    recverr_rfc4884: bool = False
+    # inet_opt: the options every datagram carries (IP_OPTIONS).
+    opt: IpOptions | None = None
+
+
+class SockoptEffect(enum.Flag):
+    """What do_ip_setsockopt() also does to the socket beyond its inet_sock fields."""
+
+    NONE = 0
+    # IP_RECVERR off: skb_errqueue_purge(&sk->sk_error_queue).
+    PURGE_ERRQUEUE = enum.auto()
+    # IP_TOS changed: sk_priority = rt_tos2priority(tos), sk_dst_reset().
+    TOS_CHANGED = enum.auto()
+
+
+def _ip_options_get(data: bytes) -> IpOptions:
+    """ip_options_get() for a socket's own options; the emulated processes hold
+    CAP_NET_RAW, as root does, so a source route is allowed."""
+    return ip_options_get(data, cap_net_raw=True)
+
+
+def do_ip_setsockopt(
+    inet: InetOpts, optname: int, optval: bytes, sock_type: int = SOCK_DGRAM
+) -> SockoptEffect:
+    """do_ip_setsockopt() for the options of a UDP socket; raises OSError with the
+    kernel's errno."""
+    optlen = len(optval)
+    val = 0
+    if optname in _INT_OPTIONS:
+        if optlen >= 4:
+            val = _INT.unpack_from(optval)[0]
+        elif optlen >= 1:
+            val = optval[0]
+    # If optlen == 0, it is the same as val == 0.
+    if optname == IP_ROUTER_ALERT:
+        # ip_ra_control(): only a raw socket may ask for router alert packets.
+        raise errno.kernel_error(errno.EINVAL)
+    if MRT_BASE <= optname <= MRT_MAX:
+        # ip_mroute_setsockopt(): only the raw IGMP socket of a multicast routing daemon.
+        raise errno.kernel_error(errno.EOPNOTSUPP)
+    bit = _CMSG_OPTION_BITS.get(optname)
+    if bit is not None:
+        if optname == IP_RECVFRAGSIZE and sock_type not in (SOCK_RAW, SOCK_DGRAM):
+            raise errno.kernel_error(errno.EINVAL)
+        inet.cmsg_flags = inet.cmsg_flags | bit if val else inet.cmsg_flags & ~bit
+        return SockoptEffect.NONE
+    if optname == IP_RECVERR:
+        inet.recverr = bool(val)
+        return SockoptEffect.NONE if val else SockoptEffect.PURGE_ERRQUEUE
+    if optname == IP_RECVERR_RFC4884:
+        if val < 0 or val > 1:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.recverr_rfc4884 = bool(val)
+        return SockoptEffect.NONE
+    if optname in (IP_HDRINCL, IP_NODEFRAG):
+        # Raw sockets' options.
+        raise errno.kernel_error(errno.ENOPROTOOPT)
+    if optname == IP_TTL:
+        if optlen < 1 or (val != -1 and not 1 <= val <= 255):
+            raise errno.kernel_error(errno.EINVAL)
+        inet.uc_ttl = val
+        return SockoptEffect.NONE
+    if optname == IP_MTU_DISCOVER:
+        # ip_sock_set_mtu_discover()
+        if not IP_PMTUDISC_DONT <= val <= IP_PMTUDISC_OMIT:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.pmtudisc = val
+        return SockoptEffect.NONE
+    if optname == IP_TOS:
+        # __ip_sock_set_tos(): a stream socket keeps its ECN bits; a datagram socket's
+        # value is taken whole (inet->tos is a u8, the comparison is with the int).
+        old = inet.tos
+        if sock_type == SOCK_STREAM:
+            val = (val & ~3) | (old & 3)
+        if old != val:
+            inet.tos = val & 0xFF
+            return SockoptEffect.TOS_CHANGED
+        return SockoptEffect.NONE
+    if optname == IP_OPTIONS:
+        if optlen > MAX_IPOPTLEN:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.opt = _ip_options_get(optval)
+        return SockoptEffect.NONE
+    raise errno.kernel_error(errno.ENOPROTOOPT)
+
+
+def do_ip_getsockopt(
+    inet: InetOpts, optname: int, optlen: int, *, default_ttl: int, dst_mtu: int, inet_num: int
+) -> bytes:
+    """do_ip_getsockopt() for the options of a UDP socket: the bytes copied out (their
+    length is the optlen returned). `dst_mtu` is dst_mtu(sk_dst_get(sk)), 0 without a
+    cached route; `inet_num` is the local port."""
+    if MRT_BASE <= optname <= MRT_MAX:
+        raise errno.kernel_error(errno.EOPNOTSUPP)
+    if optlen < 0:
+        raise errno.kernel_error(errno.EINVAL)
+    bit = _CMSG_OPTION_BITS.get(optname)
+    if bit is not None:
+        val = int(bool(inet.cmsg_flags & bit))
+    elif optname == IP_OPTIONS:
+        if inet.opt is None or not inet.opt.optlen:
+            return b""
+        return ip_options_undo_bytes(inet.opt)[:optlen]
+    elif optname == IP_MTU:
+        if not dst_mtu:
+            raise errno.kernel_error(errno.ENOTCONN)
+        val = dst_mtu
+    elif optname == IP_RECVERR:
+        val = int(inet.recverr)
+    elif optname == IP_RECVERR_RFC4884:
+        val = int(inet.recverr_rfc4884)
+    elif optname == IP_TTL:
+        val = inet.uc_ttl if inet.uc_ttl >= 0 else default_ttl
+    elif optname == IP_TOS:
+        val = inet.tos
+    elif optname == IP_MTU_DISCOVER:
+        val = inet.pmtudisc
+    elif optname in (IP_ROUTER_ALERT, IP_HDRINCL, IP_NODEFRAG):
+        val = 0
+    elif optname == IP_PROTOCOL:
+        val = inet_num
+    else:
+        raise errno.kernel_error(errno.ENOPROTOOPT)
+    # copyval: a short buffer gets a char when the value fits in one.
+    if 0 < optlen < 4 and 0 <= val <= 255:
+        return bytes([val])
+    return _INT.pack(val)[: min(4, optlen)]
+
+
+@dataclass(slots=True)
+class Ipcm:
+    """struct ipcm_cookie and its sockcm_cookie: what one sendmsg's control messages
+    (and the socket) decide for its datagram."""
+
+    # Source address and output interface (IP_PKTINFO), 0 for none.
+    addr: int = 0
+    oif: int = 0
+    # 0: the socket's (IP_TTL); -1: the socket's tos (IP_TOS).
+    ttl: int = 0
+    tos: int = -1
+    priority: int = 0
+    mark: int = 0
+    tsflags: int = 0
+    opt: IpOptions | None = None
+    gso_size: int = 0
+
+
+def sock_cmsg_send(c: Cmsg, ipc: Ipcm) -> None:
+    """__sock_cmsg_send() (net/core/sock.c) for a UDP socket, its sender root (so
+    CAP_NET_ADMIN's checks pass) without SO_TXTIME or SOF_TIMESTAMPING_OPT_ID set."""
+    t = c.type
+    if t == SO_MARK:
+        if len(c.data) != 4:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.mark = _U32.unpack(c.data)[0]
+    elif t in (SO_TIMESTAMPING_OLD, SO_TIMESTAMPING_NEW):
+        if len(c.data) != 4:
+            raise errno.kernel_error(errno.EINVAL)
+        tsflags = _U32.unpack(c.data)[0]
+        if tsflags & ~SOF_TIMESTAMPING_TX_RECORD_MASK:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.tsflags = tsflags
+    elif t in (SCM_TXTIME, SCM_TS_OPT_ID):
+        # SCM_TXTIME wants SO_TXTIME on the socket, SCM_TS_OPT_ID wants
+        # SOF_TIMESTAMPING_OPT_ID; neither can be set yet.
+        raise errno.kernel_error(errno.EINVAL)
+    elif t == SO_PRIORITY:
+        if len(c.data) != 4:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.priority = _U32.unpack(c.data)[0]
+    elif t not in (SCM_RIGHTS, SCM_CREDENTIALS):
+        # SCM_RIGHTS and SCM_CREDENTIALS are SOL_UNIX's in meaning, and let through.
+        raise errno.kernel_error(errno.EINVAL)
+
+
+def ip_cmsg_send(control: bytes, ipc: Ipcm) -> None:
+    """ip_cmsg_send(): the SOL_IP and SOL_SOCKET messages; other levels are skipped."""
+    for c in for_each_cmsghdr(control):
+        if c.level == SOL_SOCKET:
+            sock_cmsg_send(c, ipc)
+            continue
+        if c.level != SOL_IP:
+            continue
+        n = len(c.data)
+        if c.type == IP_RETOPTS:
+            # At most 40 bytes are taken, whatever cmsg_len says.
+            ipc.opt = _ip_options_get(c.data[:MAX_IPOPTLEN])
+        elif c.type == IP_PKTINFO:
+            if n != 12:
+                raise errno.kernel_error(errno.EINVAL)
+            ifindex = _INT.unpack_from(c.data)[0]
+            if ifindex:
+                ipc.oif = ifindex
+            ipc.addr = int.from_bytes(c.data[4:8], "big")
+        elif c.type == IP_TTL:
+            if n != 4:
+                raise errno.kernel_error(errno.EINVAL)
+            val = _INT.unpack(c.data)[0]
+            if not 1 <= val <= 255:
+                raise errno.kernel_error(errno.EINVAL)
+            ipc.ttl = val
+        elif c.type == IP_TOS:
+            if n == 4:
+                val = _INT.unpack(c.data)[0]
+            elif n == 1:
+                val = c.data[0]
+            else:
+                raise errno.kernel_error(errno.EINVAL)
+            if not 0 <= val <= 255:
+                raise errno.kernel_error(errno.EINVAL)
+            ipc.tos = val
+            ipc.priority = rt_tos2priority(val)
+        elif c.type == IP_PROTOCOL:
+            # Only raw sockets use the protocol; a UDP datagram stays UDP.
+            if n != 4 or not 1 <= _INT.unpack(c.data)[0] <= 255:
+                raise errno.kernel_error(errno.EINVAL)
+        else:
+            raise errno.kernel_error(errno.EINVAL)
+
+
+RetOpts = Callable[[], bytes | None]
+
+
+def ip_retopts(header: bytes | bytearray | memoryview, cb: bytes | bytearray) -> RetOpts:
+    """ip_cmsg_recv_retopts()'s options: ip_options_echo() of the received header's
+    options (IPCB(skb)->opt), undone into the form setsockopt takes; None when the echo
+    fails (the caller sets MSG_CTRUNC)."""
+
+    def echo() -> bytes | None:
+        try:
+            dopt = ip_options_echo(header, ipcb(cb).opt)
+        except OSError:
+            return None
+        return ip_options_undo_bytes(dopt)
+
+    return echo
+
+
+def ip_cmsg_recv_offset(
+    msg: MsgControl,
+    cmsg_flags: int,
+    cb: bytes | bytearray,
+    iph: bytes | bytearray | memoryview,
+    ports: bytes | bytearray | memoryview,
+    retopts: RetOpts | None = None,
+) -> None:
+    """ip_cmsg_recv_offset(): the cmsgs the socket asked for, in the kernel's order.
+    `cb` is skb->cb (PKTINFO_SKB_CB over IPCB), `iph` the IP header with its options,
+    `ports` the first bytes at the transport header. `retopts` is ip_options_echo()
+    of the packet's options (None when the echo fails)."""
+    if cmsg_flags & IP_CMSG_PKTINFO:
+        # struct in_pktinfo: ipi_ifindex and ipi_spec_dst as ipv4_pktinfo_prepare() left
+        # them in cb, ipi_addr the header's destination.
+        msg.put(SOL_IP, IP_PKTINFO, bytes(cb[0:8]) + bytes(iph[16:20]))
+    if cmsg_flags & IP_CMSG_TTL:
+        msg.put(SOL_IP, IP_TTL, _INT.pack(iph[8]))
+    if cmsg_flags & IP_CMSG_TOS:
+        msg.put(SOL_IP, IP_TOS, bytes(iph[1:2]))
+    optlen = ipcb(cb).opt.optlen
+    if cmsg_flags & IP_CMSG_RECVOPTS and optlen:
+        msg.put(SOL_IP, IP_RECVOPTS, bytes(iph[IPV4_HLEN : IPV4_HLEN + optlen]))
+    if cmsg_flags & IP_CMSG_RETOPTS and optlen and retopts is not None:
+        echoed = retopts()
+        if echoed is None:
+            msg.flags |= MSG_CTRUNC
+        else:
+            msg.put(SOL_IP, IP_RETOPTS, echoed)
+    if cmsg_flags & IP_CMSG_ORIGDSTADDR and len(ports) >= 4:
+        port = int.from_bytes(ports[2:4], "big")
+        msg.put(SOL_IP, IP_ORIGDSTADDR, make_sockaddr_in(int.from_bytes(iph[16:20], "big"), port))
+    if cmsg_flags & IP_CMSG_RECVFRAGSIZE:
+        frag_max_size = ipcb(cb).frag_max_size
+        if frag_max_size:
+            msg.put(SOL_IP, IP_RECVFRAGSIZE, _INT.pack(frag_max_size))
+
+
+@dataclass(slots=True)
+class SockExtendedErr:
+    """struct sock_extended_err (include/uapi/linux/errqueue.h)."""
+
+    ee_errno: int
+    ee_origin: int
+    ee_type: int = 0
+    ee_code: int = 0
+    ee_pad: int = 0
+    ee_info: int = 0
+    # ee_data, or struct sock_ee_data_rfc4884 {u16 len; u8 flags; u8 reserved}.
+    ee_data: int = 0
+
+    def pack(self) -> bytes:
+        return _EE.pack(
+            self.ee_errno, self.ee_origin, self.ee_type, self.ee_code, self.ee_pad, self.ee_info, self.ee_data
+        )
+
+
+@dataclass(slots=True)
+class SockExterrSkb:
+    """An skb on sk_error_queue with its SKB_EXT_ERR(skb): data at what recvmsg copies
+    out, the network header at the header the error came in (for ICMP: the outer IP
+    header, whose source is the offender, and whose cb holds IPCB); `addr` and `port`
+    are what msg_name gets (*(network header + addr_offset), serr->port)."""
+
+    skb: SkBuff
+    ee: SockExtendedErr
+    addr: int
+    port: int
+    truesize: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.truesize = self.skb.truesize
+
+
+def _rfc4884_valid(payload: bytes, off: int) -> bool:
+    """ip_icmp_error_rfc4884_validate(): the extension structure's version, checksum and
+    object lengths."""
+    if off + 4 > len(payload):
+        return False
+    if payload[off] >> 4 != 2:
+        return True
+    if (payload[off + 2] or payload[off + 3]) and csum_fold(csum_partial(payload[off:])):
+        return False
+    off += 4
+    while off < len(payload):
+        if off + 4 > len(payload):
+            return False
+        olen = int.from_bytes(payload[off : off + 2], "big")
+        if olen < 4:
+            return False
+        off += olen
+        if off > len(payload):
+            return False
+    return True
+
+
+def ip_icmp_error(
+    icmp: SkBuff, err: int, icmp_type: int, icmp_code: int, port: int, info: int, rfc4884: bool
+) -> SockExterrSkb | None:
+    """ip_icmp_error(): a clone of the ICMP skb for the error queue, its data moved to
+    the quoted datagram's payload (after the quoted IP and UDP headers). `icmp` has its
+    data at the quoted IP header, the ICMP header before it (transport_header)."""
+    skb = icmp.clone()
+    quoted = skb.linear()
+    ihl = (quoted[0] & 0x0F) * 4
+    addr = int.from_bytes(quoted[16:20], "big")
+    icmph = skb.transport_header if skb.transport_header + ICMPH_LEN <= skb.data else skb.data - ICMPH_LEN
+    ee = SockExtendedErr(err, SO_EE_ORIGIN_ICMP, icmp_type, icmp_code, 0, info, 0)
+    if not skb.pull(ihl + UDP_HLEN):
+        return None
+    skb.reset_transport_header()
+    if rfc4884 and icmp_type in (ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, ICMP_PARAMETERPROB) and icmph >= 0:
+        # ipv4_icmp_error_rfc4884(): the "length" octet counts 32-bit words of the
+        # original datagram; an extension structure may follow it.
+        off = skb.head[icmph + 5] * 4
+        hlen = ihl + UDP_HLEN
+        if off >= 128 and off >= hlen:
+            off -= hlen
+            payload = skb.payload()
+            if off + 4 <= len(payload):
+                flags = 0 if _rfc4884_valid(payload, off) else SO_EE_RFC4884_FLAG_INVALID
+                ee.ee_data = off | flags << 16
+    return SockExterrSkb(skb, ee, addr, port)
+
+
+def ip_local_error(err: int, daddr: int, port: int, info: int) -> SockExterrSkb:
+    """ip_local_error() (the caller checks inet->recverr): an empty skb whose only
+    content is the IP header msg_name's address is read from."""
+    skb = alloc_skb(IPV4_HLEN)
+    skb.put(IPV4_HLEN)[16:20] = daddr.to_bytes(4, "big")
+    skb.reset_network_header()
+    skb.pull(IPV4_HLEN)
+    skb.reset_transport_header()
+    return SockExterrSkb(skb, SockExtendedErr(err, SO_EE_ORIGIN_LOCAL, ee_info=info), daddr, port)
+
+
+@dataclass(slots=True)
+class RecvMsg(Datagram):
+    """What udp_recvmsg()/ip_recv_error() hand up: the Datagram (saddr/sport being
+    msg_name) and msg_control as put_cmsg() filled it."""
+
+    control: bytes = b""
+
+
+def ip_recv_error(serr: SockExterrSkb, length: int, controllen: int, cmsg_flags: int) -> RecvMsg:
+    """ip_recv_error() for an skb sock_dequeue_err_skb() took: the payload (cut to
+    `length`, MSG_TRUNC), msg_name, for an ICMP error the IP cmsgs of the ICMP packet,
+    then IP_RECVERR (sock_extended_err and the offender's sockaddr_in, zeros for a
+    local error), and MSG_ERRQUEUE."""
+    skb = serr.skb
+    payload = skb.payload()
+    msg_flags = 0
+    copied = len(payload)
+    if copied > length:
+        msg_flags |= MSG_TRUNC
+        copied = length
+    msg = MsgControl(controllen)
+    offender = bytes(16)
+    if serr.ee.ee_origin == SO_EE_ORIGIN_ICMP:
+        nh = skb.network_header
+        iph = skb.head[nh : nh + (skb.head[nh] & 0x0F) * 4]
+        offender = make_sockaddr_in(int.from_bytes(iph[12:16], "big"), 0)
+        if cmsg_flags:
+            ip_cmsg_recv_offset(msg, cmsg_flags, skb.cb, iph, payload[:4], ip_retopts(iph, skb.cb))
+    msg.put(SOL_IP, IP_RECVERR, serr.ee.pack() + offender)
+    return RecvMsg(
+        data=payload[:copied],
+        ulen=copied,
+        msg_flags=msg_flags | msg.flags | MSG_ERRQUEUE,
+        saddr=serr.addr,
+        sport=serr.port,
+        control=msg.control(),
+    )
