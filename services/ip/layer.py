@@ -1,9 +1,12 @@
-"""A host's IPv4 layer without gRPC: ip_rcv → ip_local_deliver on receive,
-ip_send_skb → ip_output on transmit, and ip_route_output_key for the layer above.
+"""A host's IPv4 layer without gRPC: ip_rcv → PRE_ROUTING → routing → ip_local_deliver
+(defrag) → LOCAL_IN on receive, ip_forward → FORWARD on the way through, and
+ip_send_skb → LOCAL_OUT → ip_output → POST_ROUTING → fragmentation on transmit.
 
-Receive and transmit take skbs one at a time and collect what they pass on in
-`to_transport` (for the UDP layer) and `to_device` (for the NIC); the caller ships
-those lists as one batch each.
+Every path is written as the kernel's chain of NF_HOOK(hook, okfn) steps: a hook that
+queues a packet to an NFQUEUE listener keeps the okfn and continues there when the
+verdict comes. What the layer passes on is collected in `to_transport` (datagrams for
+the UDP layer), `to_transport_err` (ICMP errors for it) and `to_device` (for the NIC);
+the caller ships those lists as one batch each.
 """
 
 from __future__ import annotations
@@ -11,25 +14,52 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from functools import partial
 
 from services.core.dropreason import DropStats, SkbDropReason
-from services.core.skbuff import (
-    PACKET_OTHERHOST,
-    Dst,
-    IpCork,
-    SkBuff,
-)
+from services.core.ipcb import IPSKB_FORWARDED, InetSkbParm, IpOptions, ipcb, set_ipcb
+from services.core.skbuff import PACKET_HOST, PACKET_OTHERHOST, IpCork, SkBuff
 from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ethernet import ETH_P_IP
 from services.core.wire.ipv4 import (
+    IP_DF,
+    IPPROTO_ICMP,
     IPPROTO_UDP,
     Ipv4Packet,
     Ipv4Repr,
 )
+from services.ip.defrag import IP_DEFRAG_LOCAL_DELIVER, IpDefrag
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
-from services.ip.route import RTCF_LOCAL, Router
+from services.ip.fragment import FragNeeded, ip_fragment
+from services.ip.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_EXC_FRAGTIME,
+    ICMP_EXC_TTL,
+    ICMP_FRAG_NEEDED,
+    ICMP_PARAMETERPROB,
+    ICMP_PROT_UNREACH,
+    ICMP_TIME_EXCEEDED,
+    Icmp,
+)
+from services.ip.netfilter import (
+    NF_INET_FORWARD,
+    NF_INET_LOCAL_IN,
+    NF_INET_LOCAL_OUT,
+    NF_INET_POST_ROUTING,
+    NF_INET_PRE_ROUTING,
+    Netfilter,
+)
+from services.ip.options import (
+    OptionsError,
+    inet_addr_type,
+    inet_current_timestamp,
+    ip_options_build,
+    ip_options_compile,
+    ip_options_from_cork,
+)
+from services.ip.route import Router
 
 # include/uapi/linux/in.h
 IP_PMTUDISC_DONT = 0
@@ -49,11 +79,20 @@ class IpLayer:
         self.sysctl = sysctl
         self.fib = Fib()
         self.mib = SnmpMib()
-        self.router = Router(self.fib, self.mib)
+        # Ip Forwarding and DefaultTTL are the sysctls, read as /proc prints them.
+        self.mib.follow_sysctl(sysctl)
+        self.router = Router(self.fib, self.mib, sysctl)
         self.drops = DropStats()
         self.trace = Tracer("ip", hostname)
         self.to_transport: list[SkBuff] = []
+        self.to_transport_err: list[tuple[SkBuff, int, int, int]] = []
         self.to_device: list[SkBuff] = []
+        # The devices' names by ifindex (-i/-o of netfilter rules), from the NIC.
+        self.ifnames: dict[int, str] = {}
+        self.defrag = IpDefrag(sysctl, self.mib, self.drops)
+        self.icmp = Icmp(sysctl, self.mib, self.drops, self.router, self.ip_send_skb, self._icmp_deliver_err)
+        self._addr_type = partial(inet_addr_type, self.fib)
+        self.nf = Netfilter(self.drops, lambda i: self.ifnames.get(i, ""), self.icmp.icmp_send, self.trace)
         # ip_idents_reserve(): a table of counters and last-use times keyed by a hash
         # of (daddr, saddr, protocol) under a per-boot random key.
         self._ip_id_key = random.getrandbits(64)
@@ -76,7 +115,8 @@ class IpLayer:
     # Receive.
 
     def ip_rcv(self, skb: SkBuff) -> None:
-        """ip_rcv_core() checks in the kernel's order, then ip_rcv_finish()."""
+        """ip_rcv_core() checks in the kernel's order, then NF_HOOK(PRE_ROUTING,
+        ip_rcv_finish)."""
         self.trace(skb, "ip_rcv")
         mib = self.mib
         if skb.pkt_type == PACKET_OTHERHOST:
@@ -109,53 +149,159 @@ class IpLayer:
         # pskb_trim_rcsum(): Ethernet padding past tot_len goes.
         skb.trim(tot_len)
         skb.transport_header = skb.network_header + ihl * 4
-        self._ip_rcv_finish(skb, pkt)
+        # ip_rcv_core(): memset(IPCB(skb), 0, ...); IPCB(skb)->iif = skb->skb_iif.
+        iif = skb.skb_iif or skb.dev_ifindex
+        skb.skb_iif = iif
+        set_ipcb(skb.cb, InetSkbParm(iif=iif))
+        self.nf.nf_hook(NF_INET_PRE_ROUTING, skb, iif, 0, self._ip_rcv_finish)
 
-    def _inhdr_error(self, reason: SkbDropReason) -> None:
+    def _inhdr_error(self, reason: SkbDropReason, where: str = "ip_rcv_core") -> None:
         self.mib.ip.inc("InHdrErrors")
-        self.drops.drop(reason, "ip_rcv_core")
+        self.drops.drop(reason, where)
 
-    def _ip_rcv_finish(self, skb: SkBuff, pkt: Ipv4Packet) -> None:
-        """ip_rcv_finish() → ip_route_input_noref() → dst_input()."""
-        daddr = pkt.dst
-        route = self.router.input(daddr)
-        if route is not None and route.type in (RTN_LOCAL, RTN_BROADCAST):
-            skb.dst = Dst(route.ifindex, daddr, 0, route.type, RTCF_LOCAL)
-            if route.type == RTN_BROADCAST:
-                # ip_rcv_finish_core(): IP_UPD_PO_STATS(IPSTATS_MIB_INBCAST, skb->len).
-                self.mib.ipext.inc("InBcastPkts")
-                self.mib.ipext.add("InBcastOctets", skb.len)
-            self._ip_local_deliver(skb, pkt)
-            return
-        # Not ours: ip_route_input_slow() turns a failed lookup into -EHOSTUNREACH when
-        # the device does not forward, so ip_error() counts InAddrErrors for it too;
-        # only a forwarding host counts InNoRoutes (ENETUNREACH). Nothing is sent.
-        if route is None and self.sysctl.get_int("net.ipv4.ip_forward"):
-            self.mib.ipext.inc("InNoRoutes")
-            self.drops.drop(SkbDropReason.IP_INNOROUTES, "ip_error")
+    def _ip_rcv_finish(self, skb: SkBuff) -> None:
+        """ip_rcv_finish_core(): the input route (ip_route_input_noref), then the options
+        (ip_rcv_options), then dst_input: ip_local_deliver or ip_forward."""
+        pkt = Ipv4Packet(skb.linear())
+        iif = skb.skb_iif
+        if skb.dst is not None:
+            # skb_valid_dst(): a packet looped back through lo keeps the route it was
+            # sent with, and ip_route_input_noref() is skipped.
+            rt_type, dst = skb.dst.rt_type, skb.dst
+            spec_dst = self.router.spec_dst(pkt.dst, pkt.src, iif, pkt.tos, dst.flags)
         else:
-            self.mib.ip.inc("InAddrErrors")
-            self.drops.drop(SkbDropReason.IP_INADDRERRORS, "ip_error")
-
-    def _ip_local_deliver(self, skb: SkBuff, pkt: Ipv4Packet) -> None:
-        self.trace(skb, "ip_local_deliver")
-        if pkt.more_frags or pkt.frag_offset:
-            # ip_defrag() is not built yet (the IP issue): the fragment is counted as a
-            # failed reassembly rather than passed up in pieces.
-            self.mib.ip.inc("ReasmReqds")
-            self.mib.ip.inc("ReasmFails")
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_defrag")
+            rt = self.router.route_input(pkt.dst, pkt.src, iif, pkt.tos, skb.mark)
+            if rt.error or rt.dst is None:
+                # ip_error() (or the martian checks of ip_route_input_slow): its
+                # counter, drop reason and, on a forwarding host, the ICMP it sends
+                # about the packet (icmp_send reads the error route in skb_dst).
+                if rt.counter == "InAddrErrors":
+                    self.mib.ip.inc(rt.counter)
+                elif rt.counter == "InNoRoutes":
+                    self.mib.ipext.inc(rt.counter)
+                skb.dst = rt.dst
+                if rt.icmp is not None and rt.dst is not None:
+                    self.icmp.icmp_send(skb, rt.icmp[0], rt.icmp[1], 0)
+                # An unroutable destination gets an error route whose input is
+                # ip_error(); a martian fails ip_route_input_noref() itself.
+                where = "ip_error" if rt.counter else "ip_rcv_finish_core"
+                self.drops.drop(rt.reason, where)
+                return
+            rt_type, dst, spec_dst = rt.type, rt.dst, rt.spec_dst
+            skb.dst = dst
+        parm = ipcb(skb.cb)
+        parm.spec_dst = spec_dst
+        if pkt.ihl > 5 and not self._ip_rcv_options(skb, parm, spec_dst):
             return
-        # ip_local_deliver_finish(): data moves to the transport header.
+        set_ipcb(skb.cb, parm)
+        if rt_type == RTN_BROADCAST:
+            # ip_rcv_finish_core(): IP_UPD_PO_STATS(IPSTATS_MIB_INBCAST, skb->len).
+            self.mib.ipext.inc("InBcastPkts")
+            self.mib.ipext.add("InBcastOctets", skb.len)
+        if rt_type in (RTN_LOCAL, RTN_BROADCAST):
+            self._ip_local_deliver(skb)
+        else:
+            self._ip_forward(skb)
+
+    def _ip_rcv_options(self, skb: SkBuff, parm: InetSkbParm, spec_dst: int) -> bool:
+        """ip_rcv_options(): compile the options in place (record route and timestamp get
+        our address); an error is a parameter problem pointing at the bad octet. A source
+        route is dropped: conf.*.accept_source_route is 0, so IN_DEV_SOURCE_ROUTE fails."""
+        hdr = memoryview(skb.head)[skb.data : skb.data + (skb.head[skb.data] & 0x0F) * 4]
+        opt = IpOptions(optlen=len(hdr) - 20)
+        try:
+            ip_options_compile(hdr, opt, local_addr=spec_dst, addr_type=self._addr_type)
+        except OptionsError as err:
+            # The kernel compiles into IPCB itself: the parameter problem echoes what
+            # was compiled before the bad octet.
+            parm.opt = opt
+            set_ipcb(skb.cb, parm)
+            self.icmp.icmp_send(skb, ICMP_PARAMETERPROB, 0, err.info)
+            self._inhdr_error(SkbDropReason.IP_INHDR, "ip_rcv_options")
+            return False
+        if opt.srr:
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_rcv_options")
+            return False
+        parm.opt = opt
+        return True
+
+    def _ip_local_deliver(self, skb: SkBuff) -> None:
+        """ip_local_deliver(): reassemble, then NF_HOOK(LOCAL_IN, ip_local_deliver_finish)."""
+        self.trace(skb, "ip_local_deliver")
+        pkt = Ipv4Packet(skb.linear())
+        if pkt.more_frags or pkt.frag_offset:
+            whole = self.defrag.ip_defrag(skb, IP_DEFRAG_LOCAL_DELIVER)
+            if whole is None:
+                return
+            skb = whole
+            skb.transport_header = skb.network_header + (skb.head[skb.data] & 0x0F) * 4
+        self.nf.nf_hook(NF_INET_LOCAL_IN, skb, skb.skb_iif, 0, self._ip_local_deliver_finish)
+
+    def _ip_local_deliver_finish(self, skb: SkBuff) -> None:
+        """ip_local_deliver_finish() → ip_protocol_deliver_rcu()."""
+        protocol = skb.head[skb.network_header + 9]
         skb.pull(skb.transport_header - skb.data)
-        protocol = pkt.protocol
         if protocol == IPPROTO_UDP:
             self.mib.ip.inc("InDelivers")
             self.to_transport.append(skb)
             return
-        # ip_protocol_deliver_rcu(): no handler (ICMP comes with the IP issue).
+        if protocol == IPPROTO_ICMP:
+            self.icmp.icmp_rcv(skb)
+            self.mib.ip.inc("InDelivers")
+            return
+        # No handler and no raw socket: protocol unreachable.
         self.mib.ip.inc("InUnknownProtos")
+        self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PROT_UNREACH, 0)
         self.drops.drop(SkbDropReason.IP_NOPROTO, "ip_protocol_deliver_rcu")
+
+    def _icmp_deliver_err(self, skb: SkBuff, icmp_type: int, code: int, info: int) -> None:
+        """icmp_socket_deliver(): hand an ICMP error to the quoted protocol's err_handler.
+        ipv4_sk_update_pmtu() of udp_err runs here, where the routes are: a
+        fragmentation-needed lowers the path MTU towards the quoted destination."""
+        inner = skb.head[skb.data : skb.data + 20]
+        protocol, daddr = inner[9], int.from_bytes(inner[16:20], "big")
+        if icmp_type == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED and info:
+            self.router.update_pmtu(daddr, info)
+        if protocol == IPPROTO_UDP:
+            self.to_transport_err.append((skb, icmp_type, code, info))
+
+    def icmp_send(self, skb: SkBuff, icmp_type: int, code: int, info: int) -> None:
+        """icmp_send() on behalf of the layer above (__udp4_lib_rcv's port unreachable)."""
+        self.icmp.icmp_send(skb, icmp_type, code, info)
+
+    # Forwarding.
+
+    def _ip_forward(self, skb: SkBuff) -> None:
+        """ip_forward(): TTL, the path MTU, then NF_HOOK(FORWARD, ip_forward_finish)."""
+        self.trace(skb, "ip_forward")
+        if skb.pkt_type != PACKET_HOST:
+            self.drops.drop(SkbDropReason.OTHERHOST, "ip_forward")
+            return
+        pkt = Ipv4Packet(skb.linear())
+        if pkt.ttl <= 1:
+            # too_many_hops: IPSTATS_MIB_INHDRERRORS and time exceeded in transit.
+            self.icmp.icmp_send(skb, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0)
+            self._inhdr_error(SkbDropReason.IP_INHDR, "ip_forward")
+            return
+        dst = skb.dst
+        assert dst is not None
+        parm = ipcb(skb.cb)
+        # ip_exceeds_mtu(): a DF packet too big for the next hop is refused.
+        if skb.len > dst.mtu and pkt.frag_off & IP_DF and not skb.ignore_df and not skb.gso_size:
+            self.mib.ip.inc("FragFails")
+            self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, dst.mtu)
+            self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_forward")
+            return
+        Ipv4Packet(skb.linear()).decrease_ttl()
+        parm.flags |= IPSKB_FORWARDED
+        set_ipcb(skb.cb, parm)
+        self.nf.nf_hook(NF_INET_FORWARD, skb, skb.skb_iif, dst.ifindex, self._ip_forward_finish)
+
+    def _ip_forward_finish(self, skb: SkBuff) -> None:
+        """ip_forward_finish(): IPSTATS_MIB_OUTFORWDATAGRAMS, then dst_output."""
+        self.mib.ip.inc("ForwDatagrams")
+        self.mib.ipext.add("OutOctets", skb.len)
+        self._ip_output(skb)
 
     # Transmit.
 
@@ -168,7 +314,16 @@ class IpLayer:
             self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_send_skb")
             return
         self.trace(skb, "ip_send_skb")
-        total = skb.len + 20 + len(cork.options)
+        daddr, options = cork.daddr, b""
+        opt: IpOptions | None = None
+        if cork.options:
+            # The socket's IP_OPTIONS, an IP_RETOPTS cmsg or an ICMP reply's echoed
+            # options; a source route sends the packet to its first hop (opt->faddr).
+            opt = ip_options_from_cork(skb.cb, cork.options, addr_type=self._addr_type)
+            options = opt.data
+            if opt.srr:
+                daddr = opt.faddr
+        total = skb.len + 20 + len(options)
         mtu = dst.mtu
         # __ip_make_skb(): DF when the socket does PMTU discovery and the datagram fits.
         df = cork.pmtudisc in (IP_PMTUDISC_DO, IP_PMTUDISC_PROBE) or (
@@ -179,17 +334,26 @@ class IpLayer:
         ident = self._ip_select_ident(cork, df and not skb.ignore_df)
         hdr = Ipv4Repr(
             src=cork.saddr,
-            dst=cork.daddr,
+            dst=daddr,
             protocol=cork.protocol,
             payload_len=skb.len,
             ttl=ttl,
             tos=cork.tos,
             ident=ident,
             dont_frag=df,
-            options=cork.options,
+            options=options,
         )
         hdr.emit(skb.push(hdr.header_len))
         skb.reset_network_header()
+        if opt is not None:
+            # ip_options_build(): record route and timestamp take our address and time;
+            # the options stay in IPCB for fragmentation.
+            header = memoryview(skb.head)[skb.data : skb.data + hdr.header_len]
+            ip_options_build(header, opt, cork.daddr, cork.saddr, inet_current_timestamp())
+            Ipv4Packet(header).fill_checksum()
+            parm = ipcb(skb.cb)
+            parm.opt = opt
+            set_ipcb(skb.cb, parm)
         skb.protocol = ETH_P_IP
         self._ip_local_out(skb)
 
@@ -212,21 +376,51 @@ class IpLayer:
         return ident
 
     def _ip_local_out(self, skb: SkBuff) -> None:
-        """__ip_local_out() (the header's tot_len and checksum are final) → ip_output()."""
+        """__ip_local_out() (the header's tot_len and checksum are final) →
+        NF_HOOK(LOCAL_OUT, dst_output)."""
         self.trace(skb, "ip_local_out")
         self.mib.ip.inc("OutRequests")
         self.mib.ipext.inc("OutOctets", skb.len)
+        dst = skb.dst
+        assert dst is not None
+        self.nf.nf_hook(NF_INET_LOCAL_OUT, skb, 0, dst.ifindex, self._ip_output)
+
+    def _ip_output(self, skb: SkBuff) -> None:
+        """ip_output() → NF_HOOK(POST_ROUTING, ip_finish_output)."""
         self.trace(skb, "ip_output")
         dst = skb.dst
         assert dst is not None
-        if skb.len > dst.mtu:
-            # ip_fragment() is not built yet (the IP issue).
-            self.mib.ip.inc("FragFails")
-            self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_fragment")
+        self.nf.nf_hook(NF_INET_POST_ROUTING, skb, 0, dst.ifindex, self._ip_finish_output)
+
+    def _ip_finish_output(self, skb: SkBuff) -> None:
+        """__ip_finish_output(): fragment what exceeds the route's MTU (a GSO skb is
+        segmented by the device instead)."""
+        dst = skb.dst
+        assert dst is not None
+        if skb.len <= dst.mtu or skb.gso_size:
+            self._ip_finish_output2(skb)
             return
-        # ip_finish_output2(): counted as transmitted, handed to the neighbour/device.
+        try:
+            frags = ip_fragment(skb, dst.mtu, self.mib, self.drops)
+        except FragNeeded as err:
+            # ip_fragment() counted FragFails and the drop.
+            self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, err.mtu)
+            return
+        for frag in frags:
+            self._ip_finish_output2(frag)
+
+    def _ip_finish_output2(self, skb: SkBuff) -> None:
+        """ip_finish_output2(): counted as transmitted, handed to the neighbour/device."""
+        dst = skb.dst
+        assert dst is not None
         if dst.rt_type == RTN_BROADCAST:
             self.mib.ipext.inc("OutBcastPkts")
             self.mib.ipext.add("OutBcastOctets", skb.len)
         self.mib.ip.inc("OutTransmits")
         self.to_device.append(skb)
+
+    def expire_frags(self) -> None:
+        """ip_expire(): time out reassembly queues; one whose first fragment came gets
+        ICMP time exceeded (fragment reassembly time exceeded) sent back."""
+        for first in self.defrag.expire():
+            self.icmp.icmp_send(first, ICMP_TIME_EXCEEDED, ICMP_EXC_FRAGTIME, 0)

@@ -502,7 +502,7 @@ class Router:
         return InputRoute(
             rtype,
             dst,
-            spec_dst=self._spec_dst(daddr, saddr, iif, tos, flags),
+            spec_dst=self.spec_dst(daddr, saddr, iif, tos, flags),
             table=res.table if res is not None else 0,
             flags=flags,
             saddr=saddr,
@@ -554,7 +554,7 @@ class Router:
             return SkbDropReason.IP_RPFILTER
         return None
 
-    def _spec_dst(self, daddr: int, saddr: int, iif: int, tos: int, flags: int) -> int:
+    def spec_dst(self, daddr: int, saddr: int, iif: int, tos: int, flags: int) -> int:
         """fib_compute_spec_dst(): what IP_PKTINFO's ipi_spec_dst reports: the
         destination of a unicast packet to us, else the source address we would use
         to answer (the prefsrc of the route back), else the device's address."""

@@ -4,11 +4,12 @@ layer's Attach, and the routing and statistics RPCs."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
+from services.core.convert import drops_to_proto, skbs_from_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import SkBuff
 from services.core.snmp import to_flat_dict
@@ -16,26 +17,50 @@ from services.core.stream import AttachGate, BatchQueue, messages
 from services.ip.control import IpControl
 from services.ip.fib import InIfaddr
 from services.ip.layer import IpLayer
+from services.ip.nf_servicer import NetfilterServicer
 from services.ip.route import RouteError
-from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
+from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc, netfilter_pb2, netfilter_pb2_grpc
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
+
+# What goes down to the NIC: skbs to transmit, or word that the addresses changed.
+ADDRS_CHANGED = object()
+Down = SkBuff | object
+
+# What goes up the Attach stream: a delivered datagram, or an ICMP error about one
+# the transport sent (skb, type, code, info).
+Up = SkBuff | tuple[SkBuff, int, int, int]
+
+
+def _attach_response(batch: list[Up], genid: int) -> ip_pb2.AttachResponse:
+    resp = ip_pb2.AttachResponse(fib_genid=genid)
+    for item in batch:
+        if isinstance(item, SkBuff):
+            resp.skbs.append(item.to_proto())
+        else:
+            skb, icmp_type, code, info = item
+            resp.errors.append(ip_pb2.IcmpError(skb=skb.to_proto(), type=icmp_type, code=code, info=info))
+    return resp
 
 
 class IpServicer(IpControl):
     def __init__(self, layer: IpLayer, addresses: list[tuple[str, int, int]]) -> None:
         self.layer = layer
         self.addresses = addresses
-        self.up: BatchQueue[SkBuff] = BatchQueue()
-        self.down: BatchQueue[SkBuff] = BatchQueue()
+        self.up: BatchQueue[Up] = BatchQueue()
+        self.down: BatchQueue[Down] = BatchQueue()
         self.links_known = asyncio.Event()
         self.gate = AttachGate("a UDP layer")
+        self._frag_timer: asyncio.Task[None] | None = None
+        self._addrs_dirty = False
 
     # The NIC side.
 
     async def attach_nic(self, channel: grpc.aio.Channel, on_ready: Callable[[], object]) -> None:
         stub = nic_pb2_grpc.NicServiceStub(channel)
         links = await stub.ListLinks(nic_pb2.ListLinksRequest())
+        self.layer.ifnames = {link.ifindex: link.name for link in links.links}
+        self.layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in links.links)
         if not self.links_known.is_set():
             self.layer.set_links((link.ifindex, link.mtu) for link in links.links)
             by_name = {link.name: link.ifindex for link in links.links}
@@ -55,23 +80,66 @@ class IpServicer(IpControl):
                 # The netdevice notifier (NETDEV_CHANGEMTU, UP, DOWN): routes through a
                 # device take its new MTU.
                 layer.set_links((link.ifindex, link.mtu) for link in resp.links)
+                layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in resp.links)
             for skb in skbs_from_proto(resp.skbs, layer.drops, "ip_rcv"):
                 layer.ip_rcv(skb)
-            batch, layer.to_transport = layer.to_transport, []
-            await self.up.put(batch)
+            await self.flush()
 
-    async def _nic_requests(self, down: BatchQueue[SkBuff]) -> AsyncIterator[nic_pb2.AttachRequest]:
-        """The host's addresses first (ARP answers for them), then transmit batches."""
-        yield nic_pb2.AttachRequest(
-            addrs=nic_pb2.InetAddrs(
-                addrs=[
-                    nic_pb2.InetAddr(ifindex=ifa.ifindex, address=ifa.address, prefixlen=ifa.prefixlen)
-                    for ifa in self.layer.fib.ifaddrs
-                ]
-            )
-        )
-        async for msg in messages(down, lambda b: nic_pb2.AttachRequest(skbs=skbs_to_proto(b))):
+    async def flush(self) -> None:
+        """Ship what the layer produced: deliveries and ICMP errors up, forwarded packets
+        and ICMP replies down. After every batch from either side and every NFQUEUE
+        verdict."""
+        layer = self.layer
+        up: list[Up] = [*layer.to_transport, *layer.to_transport_err]
+        down: list[Down] = [*layer.to_device]
+        layer.to_transport, layer.to_transport_err, layer.to_device = [], [], []
+        if up:
+            await self.up.put(up)
+        if down:
+            await self.down.put(down)
+        self._arm_frag_timer()
+
+    def _arm_frag_timer(self) -> None:
+        """The reassembly queues' timer (ip_expire): armed for the earliest expiry."""
+        when = self.layer.defrag.next_expiry()
+        if when is None or (self._frag_timer is not None and not self._frag_timer.done()):
+            return
+        delay = max(0.0, (when - time.monotonic_ns()) / 1e9)
+        self._frag_timer = asyncio.get_running_loop().create_task(self._frag_expire(delay))
+
+    async def _frag_expire(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.layer.expire_frags()
+        self._frag_timer = None
+        await self.flush()
+
+    async def _nic_requests(self, down: BatchQueue[Down]) -> AsyncIterator[nic_pb2.AttachRequest]:
+        """The host's addresses first (ARP answers for them), then transmit batches, and
+        the addresses again whenever `ip addr` changes them."""
+        yield nic_pb2.AttachRequest(addrs=self._inet_addrs())
+        async for msg in messages(down, self._nic_request):
             yield msg
+
+    def _inet_addrs(self) -> nic_pb2.InetAddrs:
+        return nic_pb2.InetAddrs(
+            addrs=[
+                nic_pb2.InetAddr(ifindex=ifa.ifindex, address=ifa.address, prefixlen=ifa.prefixlen)
+                for ifa in self.layer.fib.ifaddrs
+            ]
+        )
+
+    def _nic_request(self, batch: list[Down]) -> nic_pb2.AttachRequest:
+        req = nic_pb2.AttachRequest(skbs=[s.to_proto() for s in batch if isinstance(s, SkBuff)])
+        if self._addrs_dirty:
+            self._addrs_dirty = False
+            req.addrs.CopyFrom(self._inet_addrs())
+        return req
+
+    def addresses_changed(self) -> None:
+        """inetaddr_chain: the NIC answers ARP for the new address list. The marker
+        wakes the stream; if the queue is full the next batch carries the list."""
+        self._addrs_dirty = True
+        self.down.put_nowait([ADDRS_CHANGED])
 
     # The UDP side.
 
@@ -79,8 +147,10 @@ class IpServicer(IpControl):
         layer = self.layer
         for skb in skbs_from_proto(req.skbs, layer.drops, "ip_send_skb"):
             layer.ip_send_skb(skb)
-        batch, layer.to_device = layer.to_device, []
-        await self.down.put(batch)
+        for err in req.icmp_send:
+            for skb in skbs_from_proto([err.skb], layer.drops, "icmp_send"):
+                layer.icmp_send(skb, err.type, err.code, err.info)
+        await self.flush()
 
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
@@ -91,7 +161,7 @@ class IpServicer(IpControl):
             request_iterator,
             self.up,
             self._transmit,
-            lambda b: ip_pb2.AttachResponse(skbs=skbs_to_proto(b), fib_genid=genid.genid),
+            lambda b: _attach_response(b, genid.genid),
             # The first message tells the caller the FIB generation before any traffic.
             first=ip_pb2.AttachResponse(fib_genid=genid.genid),
         ):
@@ -116,22 +186,6 @@ class IpServicer(IpControl):
             fib_genid=genid,
         )
 
-    async def ListAddrs(
-        self, request: ip_pb2.ListAddrsRequest, context: grpc.aio.ServicerContext
-    ) -> ip_pb2.ListAddrsResponse:
-        return ip_pb2.ListAddrsResponse(
-            addrs=[
-                ip_pb2.InterfaceAddress(
-                    ifindex=ifa.ifindex,
-                    label=ifa.label,
-                    address=ifa.address,
-                    prefixlen=ifa.prefixlen,
-                    broadcast=ifa.broadcast,
-                )
-                for ifa in self.layer.fib.ifaddrs
-            ]
-        )
-
     async def GetStats(
         self, request: ip_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> ip_pb2.GetStatsResponse:
@@ -148,16 +202,21 @@ class IpServicer(IpControl):
 
 class IpService(Service):
     name = "ip"
-    service_names = [ip_pb2.DESCRIPTOR.services_by_name["IpService"].full_name]
+    service_names = [
+        ip_pb2.DESCRIPTOR.services_by_name["IpService"].full_name,
+        netfilter_pb2.DESCRIPTOR.services_by_name["NetfilterService"].full_name,
+    ]
 
     def __init__(self, layer: IpLayer, addresses: list[tuple[str, int, int]], nic_addr: str) -> None:
         self.servicer = IpServicer(layer, addresses)
+        self.nf_servicer = NetfilterServicer(layer.nf, self.servicer.flush)
         self.nic_addr = nic_addr
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         ip_pb2_grpc.add_IpServiceServicer_to_server(self.servicer, server)
+        netfilter_pb2_grpc.add_NetfilterServiceServicer_to_server(self.nf_servicer, server)
 
     async def start(self, health: ServingStatus) -> None:
         self._channel = grpc.aio.insecure_channel(self.nic_addr, options=CHANNEL_OPTIONS)

@@ -217,4 +217,10 @@ def test_every_service_serves_health_and_reflection(stack: dict[str, str]) -> No
             req = reflection_pb2.ServerReflectionRequest(list_services="")
             resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=5)))
             names = {s.name for s in resp.list_services_response.service}
-            assert names == {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+            extra = {"stackemu.ip.v1.NetfilterService"} if layer == "ip" else set()
+            assert names == {
+                service,
+                *extra,
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
