@@ -50,3 +50,11 @@ if [ ! -f node_modules/.installed ] || [ package.json -nt node_modules/.installe
     npm install --no-audit --no-fund --loglevel=error
     touch node_modules/.installed
 fi
+
+# The Node.js NFQUEUE listener the tests run (tests/e2e/nfqueue_verdict.js) needs gRPC
+# for Node. It goes into .venv/node_modules (NODE_PATH), leaving the root package.json,
+# which holds buf only, as it is.
+if [ ! -d .venv/node_modules/@grpc/grpc-js ] || [ ! -d .venv/node_modules/@grpc/proto-loader ]; then
+    npm install --prefix .venv --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+        "@grpc/grpc-js@^1.12" "@grpc/proto-loader@^0.7"
+fi

@@ -240,3 +240,29 @@ def nstat(host: str | None, args: tuple[str, ...]) -> None:
     from stackemu.tools import nstat as tool
 
     run_tool(tool.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help="Host whose netfilter to use (default STACKEMU_HOST or alice).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def iptables(host: str | None, args: tuple[str, ...]) -> None:
+    """iptables (1.8.9, legacy) on an emulated host's IP layer: tables raw, mangle, filter.
+
+    \b
+    stackemu iptables [-t TABLE] -[ACD] CHAIN RULE-SPECIFICATION
+    stackemu iptables [-t TABLE] -I CHAIN [RULENUM] RULE-SPECIFICATION
+    stackemu iptables [-t TABLE] -R CHAIN RULENUM RULE-SPECIFICATION
+    stackemu iptables [-t TABLE] -D CHAIN RULENUM
+    stackemu iptables [-t TABLE] -[LS] [CHAIN [RULENUM]] [-v] [-n] [-x] [--line-numbers]
+    stackemu iptables [-t TABLE] -[FZ] [CHAIN] | -[NX] CHAIN | -E OLD NEW | -P CHAIN TARGET
+
+    \b
+    Examples:
+      stackemu iptables -A INPUT -p udp --dport 9000 -j NFQUEUE --queue-num 0
+      stackemu iptables --host bob -I INPUT -s 10.0.0.1 -j DROP
+      stackemu iptables -L -v -n --line-numbers
+    `stackemu iptables -h` prints iptables' full help.
+    """
+    from stackemu.tools import iptables as tool
+
+    run_tool(tool.main, host, args)
