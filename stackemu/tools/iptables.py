@@ -931,6 +931,8 @@ class Cmd:
     src: str | None = None
     dst: str | None = None
     rule: pb.NfRule = field(default_factory=pb.NfRule)
+    # One rule per source and destination address given (-s A,B -d C: two rules).
+    rules: list[pb.NfRule] = field(default_factory=list)
     proto_name: str | None = None
     matches: list[Ext] = field(default_factory=list)
     jumpto: str | None = None
@@ -1299,16 +1301,24 @@ def _finish_rule(cmd: Cmd) -> None:
         rule.matches.append(build_match(ext, rule.protocol, rule.protocol_invert))
     if cmd.target is not None:
         rule.target.CopyFrom(build_target(cmd.target))
-    if cmd.src is not None:
-        rule.src, rule.src_mask = parse_address(cmd.src)
-    if cmd.dst is not None:
-        rule.dst, rule.dst_mask = parse_address(cmd.dst)
+    # xtables_ipparse_multiple(): a comma-separated list each.
+    srcs = [parse_address(a) for a in cmd.src.split(",")] if cmd.src is not None else [(0, 0)]
+    dsts = [parse_address(a) for a in cmd.dst.split(",")] if cmd.dst is not None else [(0, 0)]
+    if cmd.command == CMD_REPLACE and (len(srcs) != 1 or len(dsts) != 1):
+        raise UsageError("Replacement rule does not specify a unique address")
     if cmd.chain in ("OUTPUT", "POSTROUTING") and "i" in cmd.options:
         raise UsageError(f"Can't use -i with {cmd.chain}\n")
     if cmd.chain in ("PREROUTING", "INPUT") and "o" in cmd.options:
         raise UsageError(f"Can't use -o with {cmd.chain}\n")
     if cmd.counters is not None:
         rule.counters.packets, rule.counters.bytes = cmd.counters
+    for src in srcs:
+        for dst in dsts:
+            r = pb.NfRule()
+            r.CopyFrom(rule)
+            r.src, r.src_mask = src
+            r.dst, r.dst_mask = dst
+            cmd.rules.append(r)
 
 
 # The service.
@@ -1407,26 +1417,12 @@ def run(nf: Netfilter, cmd: Cmd) -> int:
     chains = {c.name for c in init.chains}
     c = cmd.command
     chain = cmd.chain or ""
-    if c & _RULE_CMDS:
-        _resolve_target(cmd, chains)
-        if cmd.verbose:
-            out(format_rule_line(cmd.rule))
-    if c == CMD_APPEND:
-        _check(nf.call("AppendRule", pb.AppendRuleRequest(table=table, chain=chain, rule=cmd.rule)), table)
-    elif c == CMD_INSERT:
-        req = pb.InsertRuleRequest(table=table, chain=chain, rulenum=cmd.rulenum, rule=cmd.rule)
-        _check(nf.call("InsertRule", req), table)
-    elif c == CMD_REPLACE:
-        req2 = pb.ReplaceRuleRequest(table=table, chain=chain, rulenum=cmd.rulenum, rule=cmd.rule)
-        _check(nf.call("ReplaceRule", req2), table)
-    elif c == CMD_DELETE:
-        _check(nf.call("DeleteRule", pb.DeleteRuleRequest(table=table, chain=chain, rule=cmd.rule)), table)
-    elif c == CMD_DELETE_NUM:
+    if c & _RULE_CMDS and c != CMD_DELETE_NUM:
+        return _rule_command(nf, cmd, chains)
+    if c == CMD_DELETE_NUM:
         _check(
             nf.call("DeleteRule", pb.DeleteRuleRequest(table=table, chain=chain, rulenum=cmd.rulenum)), table
         )
-    elif c == CMD_CHECK:
-        _check(nf.call("CheckRule", pb.CheckRuleRequest(table=table, chain=chain, rule=cmd.rule)), table)
     elif c & (CMD_LIST | CMD_LIST_RULES):
         return _list(nf, cmd)
     elif c in (CMD_ZERO, CMD_ZERO_NUM):
@@ -1454,6 +1450,35 @@ def run(nf: Netfilter, cmd: Cmd) -> int:
         if cmd.counters is not None:
             req3.counters.packets, req3.counters.bytes = cmd.counters
         _check(nf.call("SetPolicy", req3), table)
+    return 0
+
+
+def _rule_command(nf: Netfilter, cmd: Cmd, chains: set[str]) -> int:
+    """-A, -I, -R, -D, -C with a rule specification: once per address pair. libiptc
+    commits only if every one succeeds, so -D checks all of them first."""
+    table, chain, c = cmd.table, cmd.chain or "", cmd.command
+    _resolve_target(cmd, chains)
+    for rule in cmd.rules:
+        rule.target.CopyFrom(cmd.rule.target)
+    if c == CMD_DELETE and len(cmd.rules) > 1:
+        for rule in cmd.rules:
+            _check(nf.call("CheckRule", pb.CheckRuleRequest(table=table, chain=chain, rule=rule)), table)
+    for rule in cmd.rules:
+        if cmd.verbose:
+            out(format_rule_line(rule))
+        if c == CMD_APPEND:
+            resp = nf.call("AppendRule", pb.AppendRuleRequest(table=table, chain=chain, rule=rule))
+        elif c == CMD_INSERT:
+            req = pb.InsertRuleRequest(table=table, chain=chain, rulenum=cmd.rulenum, rule=rule)
+            resp = nf.call("InsertRule", req)
+        elif c == CMD_REPLACE:
+            req2 = pb.ReplaceRuleRequest(table=table, chain=chain, rulenum=cmd.rulenum, rule=rule)
+            resp = nf.call("ReplaceRule", req2)
+        elif c == CMD_DELETE:
+            resp = nf.call("DeleteRule", pb.DeleteRuleRequest(table=table, chain=chain, rule=rule))
+        else:
+            resp = nf.call("CheckRule", pb.CheckRuleRequest(table=table, chain=chain, rule=rule))
+        _check(resp, table)
     return 0
 
 

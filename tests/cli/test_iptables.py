@@ -116,7 +116,7 @@ def replay(entries: list[Entry]) -> None:
         assert (r.exit_code, _lines(r.stdout), stderr) == (rc, out, err), cmd
 
 
-@pytest.mark.parametrize("name", ["basic", "mangle", "chains", "targets", "counters"])
+@pytest.mark.parametrize("name", ["basic", "mangle", "chains", "targets", "counters", "addresses"])
 def test_listings_are_iptables_own(ipt: NetfilterServer, name: str) -> None:
     replay(CASES[name])
 
@@ -896,6 +896,92 @@ CASES: dict[str, list[Entry]] = {
                 "    0     0 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:7001",
                 "    0     0 ACCEPT     0    --  *      *       0.0.0.0/0            0.0.0.0/0           ",
                 "    0     0            0    --  *      *       0.0.0.0/0            0.0.0.0/0           ",
+            ),
+            (),
+        ),
+    ],
+    "addresses": [
+        (
+            "-v -A INPUT -s 10.0.0.1,10.0.0.2 -d 1.1.1.1,2.2.2.0/24 -j ACCEPT",
+            0,
+            (
+                "ACCEPT  all opt -- in * out *  10.0.0.1  -> 1.1.1.1  ",
+                "ACCEPT  all opt -- in * out *  10.0.0.1  -> 2.2.2.0/24  ",
+                "ACCEPT  all opt -- in * out *  10.0.0.2  -> 1.1.1.1  ",
+                "ACCEPT  all opt -- in * out *  10.0.0.2  -> 2.2.2.0/24  ",
+            ),
+            (),
+        ),
+        ("-I INPUT 1 -s 3.3.3.3,4.4.4.4", 0, (), ()),
+        (
+            "-S INPUT",
+            0,
+            (
+                "-P INPUT ACCEPT",
+                "-A INPUT -s 4.4.4.4/32",
+                "-A INPUT -s 3.3.3.3/32",
+                "-A INPUT -s 10.0.0.1/32 -d 1.1.1.1/32 -j ACCEPT",
+                "-A INPUT -s 10.0.0.1/32 -d 2.2.2.0/24 -j ACCEPT",
+                "-A INPUT -s 10.0.0.2/32 -d 1.1.1.1/32 -j ACCEPT",
+                "-A INPUT -s 10.0.0.2/32 -d 2.2.2.0/24 -j ACCEPT",
+            ),
+            (),
+        ),
+        (
+            "-R INPUT 1 -s 5.5.5.5,6.6.6.6",
+            2,
+            (),
+            (
+                "iptables v1.8.9 (legacy): Replacement rule does not specify a unique address",
+                "Try `iptables -h' or 'iptables --help' for more information.",
+            ),
+        ),
+        ("-C INPUT -s 3.3.3.3,4.4.4.4", 0, (), ()),
+        (
+            "-C INPUT -s 3.3.3.3,9.9.9.9",
+            1,
+            (),
+            ("iptables: Bad rule (does a matching rule exist in that chain?).",),
+        ),
+        ("-D INPUT -s 3.3.3.3,4.4.4.4", 0, (), ()),
+        (
+            "-D INPUT -s 10.0.0.1,9.9.9.9 -d 1.1.1.1 -j ACCEPT",
+            1,
+            (),
+            ("iptables: Bad rule (does a matching rule exist in that chain?).",),
+        ),
+        (
+            "-S INPUT",
+            0,
+            (
+                "-P INPUT ACCEPT",
+                "-A INPUT -s 10.0.0.1/32 -d 1.1.1.1/32 -j ACCEPT",
+                "-A INPUT -s 10.0.0.1/32 -d 2.2.2.0/24 -j ACCEPT",
+                "-A INPUT -s 10.0.0.2/32 -d 1.1.1.1/32 -j ACCEPT",
+                "-A INPUT -s 10.0.0.2/32 -d 2.2.2.0/24 -j ACCEPT",
+            ),
+            (),
+        ),
+        (
+            "-A INPUT -s 1.2.3.4,",
+            2,
+            (),
+            (
+                "iptables v1.8.9 (legacy): host/network `' not found",
+                "Try `iptables -h' or 'iptables --help' for more information.",
+            ),
+        ),
+        ("-R INPUT 1 -d 7.7.7.7", 0, (), ()),
+        (
+            "-L INPUT -n",
+            0,
+            (
+                "Chain INPUT (policy ACCEPT)",
+                "target     prot opt source               destination         ",
+                "           0    --  0.0.0.0/0            7.7.7.7             ",
+                "ACCEPT     0    --  10.0.0.1             2.2.2.0/24          ",
+                "ACCEPT     0    --  10.0.0.2             1.1.1.1             ",
+                "ACCEPT     0    --  10.0.0.2             2.2.2.0/24          ",
             ),
             (),
         ),
