@@ -23,6 +23,8 @@ from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc, netfilter_pb2, netfilter_pb2_grp
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 
+IFF_UP = 0x1  # include/uapi/linux/if.h
+
 # What goes down to the NIC: skbs to transmit, or word that the addresses changed.
 ADDRS_CHANGED = object()
 Down = SkBuff | object
@@ -81,6 +83,10 @@ class IpServicer(IpControl):
                 # device take its new MTU.
                 layer.set_links((link.ifindex, link.mtu) for link in resp.links)
                 layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in resp.links)
+                for link in resp.links:
+                    if not link.flags & IFF_UP:
+                        # nfqnl_rcv_dev_event(NETDEV_DOWN): queued packets through it go.
+                        layer.nf.queue.dev_drop(link.ifindex)
             for skb in skbs_from_proto(resp.skbs, layer.drops, "ip_rcv"):
                 layer.ip_rcv(skb)
             await self.flush()
