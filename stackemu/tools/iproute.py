@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno as E
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from services.nic.neigh import (
     NUD_DELAY,
@@ -940,18 +940,30 @@ def _host_dev(host: str | None, dev: str | None) -> tuple[str | None, str]:
 
 
 def address(host: str | None, args: list[str], stats: int) -> int:
+    return _show_add_del(host, args, addr_show, addr_modify, ADDR_USAGE, "address")
+
+
+def _show_add_del(
+    host: str | None,
+    args: list[str],
+    show: Callable[[str | None, list[str]], int],
+    modify: Callable[..., int],
+    usage: str,
+    obj: str,
+) -> int:
+    """The commands `ip address` and `ip rule` share: show (the default), add, delete."""
     if not args:
-        return addr_show(host, [])
+        return show(host, [])
     cmd, rest = args[0], args[1:]
     if matches(cmd, "add"):
-        return addr_modify(host, rest, delete=False)
+        return modify(host, rest, delete=False)
     if matches(cmd, "delete"):
-        return addr_modify(host, rest, delete=True)
+        return modify(host, rest, delete=True)
     if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return addr_show(host, rest)
+        return show(host, rest)
     if matches(cmd, "help"):
-        fail(255, ADDR_USAGE)
-    fail(255, f'Command "{cmd}" is unknown, try "ip address help".')
+        fail(255, usage)
+    fail(255, f'Command "{cmd}" is unknown, try "ip {obj} help".')
 
 
 def addr_modify(host: str | None, args: list[str], delete: bool) -> int:
@@ -1500,18 +1512,7 @@ def route_get(host: str | None, args: list[str]) -> int:
 
 
 def rule(host: str | None, args: list[str], stats: int) -> int:
-    if not args:
-        return rule_show(host, [])
-    cmd, rest = args[0], args[1:]
-    if matches(cmd, "add"):
-        return rule_modify(host, rest, delete=False)
-    if matches(cmd, "delete"):
-        return rule_modify(host, rest, delete=True)
-    if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return rule_show(host, rest)
-    if matches(cmd, "help"):
-        fail(255, RULE_USAGE)
-    fail(255, f'Command "{cmd}" is unknown, try "ip rule help".')
+    return _show_add_del(host, args, rule_show, rule_modify, RULE_USAGE, "rule")
 
 
 _RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "nop": FR_ACT_NOP}

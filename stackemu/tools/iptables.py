@@ -14,18 +14,15 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final, NoReturn
 
-import click
 import grpc
 
-from stackemu import state
 from stackemu.ip.v1 import netfilter_pb2 as pb
 from stackemu.ip.v1 import netfilter_pb2_grpc
-from stackemu.tools.common import RPC_TIMEOUT, ToolExit, default_host, fail, out
+from stackemu.tools.common import Service, ToolExit, fail, out
 
 PROG: Final = "iptables v1.8.9 (legacy)"
 TRY: Final = "Try `iptables -h' or 'iptables --help' for more information."
@@ -1324,48 +1321,13 @@ def _finish_rule(cmd: Cmd) -> None:
 # The service.
 
 
-class Netfilter:
+class Netfilter(Service):
     """A channel to one host's NetfilterService (served by its IP process)."""
 
-    def __init__(self, host: str | None) -> None:
-        self.host = default_host(host)
-        if state.load() is None:
-            raise click.ClickException(
-                f"no emulated stack is running (no {state.state_file()}): start one with `stackemu up`"
-            )
-        try:
-            self.addr = state.service_addr("ip", self.host)
-        except state.NoStack as e:
-            raise click.ClickException(str(e)) from None
-        self._channel = grpc.insecure_channel(self.addr)
-        self.stub = netfilter_pb2_grpc.NetfilterServiceStub(self._channel)
+    layer, title = "ip", "IP"
 
-    def __enter__(self) -> Netfilter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._channel.close()
-
-    def call(self, rpc: str, request: Any) -> Any:
-        with self._errors(rpc):
-            return getattr(self.stub, rpc)(request, timeout=RPC_TIMEOUT)
-
-    @contextmanager
-    def _errors(self, rpc: str) -> Iterator[None]:
-        try:
-            yield
-        except grpc.RpcError as e:
-            code = e.code() if isinstance(e, grpc.Call) else None
-            details = e.details() if isinstance(e, grpc.Call) else str(e)
-            where = f"host {self.host}'s IP service at {self.addr}"
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                msg = f"cannot reach {where} ({details}): is the stack running? see `stackemu status`"
-            elif code == grpc.StatusCode.UNIMPLEMENTED:
-                msg = f"{where} does not implement {rpc} yet"
-            else:
-                name = code.name if code is not None else "error"
-                msg = f"{rpc} to {where} failed: {name}: {details}"
-            raise click.ClickException(msg) from None
+    def make_stub(self, channel: grpc.Channel) -> Any:
+        return netfilter_pb2_grpc.NetfilterServiceStub(channel)
 
 
 def _iptc_fail(table: str, errno: int, message: str, kernel_log: str = "") -> NoReturn:
