@@ -1,12 +1,17 @@
-"""The size rules a datagram meets on its way into ip_make_skb() (net/ipv4/ip_output.c
-ip_setup_cork and __ip_append_data): which MTU it is measured against and how big it
-may be. The transport layer applies them before it hands the datagram to IP, so that
-udp_sendmsg can fail with EMSGSIZE synchronously, as it does in the kernel.
+"""The cork a datagram is built on (struct inet_cork_full) and the size rules it meets on
+its way into ip_make_skb()/ip_append_data() (net/ipv4/ip_output.c ip_setup_cork and
+__ip_append_data): which MTU it is measured against and how big it may grow, across
+every append of a corked socket. The transport layer applies them before it hands the
+datagram to IP, so that udp_sendmsg can fail with EMSGSIZE synchronously, as it does in
+the kernel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from services.core import errno
+from services.core.ipcb import IpOptions
 from services.core.skbuff import Dst
 
 # include/net/ip.h
@@ -54,3 +59,48 @@ def ip_append_too_big(length: int, optlen: int, pmtudisc: int, fragsize: int) ->
     if length > maxnonfragsize - fragheaderlen:
         return fragsize - optlen
     return None
+
+
+@dataclass(slots=True)
+class InetCork:
+    """inet->cork (struct inet_cork_full: the inet_cork ip_setup_cork() fills and the
+    flowi4 the datagram is sent on) and what sk_write_queue holds of the datagram: its
+    payload so far. A corked UDP socket keeps one while up->pending; udp_sendmsg's
+    uncorked fast path builds one on its stack (ip_make_skb) and pushes it at once."""
+
+    # cork->dst and cork->fragsize (ip_cork_fragsize), fixed at the first append.
+    dst: Dst
+    fragsize: int
+    # fl4->saddr, fl4->daddr and fl4->fl4_dport: the pseudo-header's addresses and the
+    # UDP destination port. A corked socket's flow is inet->cork.fl, which
+    # __ip4_datagram_connect() reuses for its own route lookup: connect() rewrites them.
+    saddr: int
+    daddr: int
+    dport: int
+    # cork->addr (ipc->addr): the final destination, a source route's last slot.
+    addr: int
+    # cork->opt, and the ipcm_cookie's values ip_setup_cork() keeps: ttl 0 leaves the
+    # hop limit to __ip_make_skb (the socket's IP_TTL then, or the route's).
+    opt: IpOptions | None = None
+    ttl: int = 0
+    tos: int = 0
+    priority: int = 0
+    mark: int = 0
+    # cork->length: the bytes appended so far, the transport header included; and the
+    # payload they put on sk_write_queue.
+    length: int = 0
+    queue: bytearray = field(default_factory=bytearray)
+    # Emulator-only: record the kernel functions the datagram passes.
+    trace: bool = False
+
+    @property
+    def optlen(self) -> int:
+        return self.opt.optlen if self.opt is not None else 0
+
+
+def ip_append_check(cork: InetCork, length: int, pmtudisc: int) -> int | None:
+    """__ip_append_data()'s check of `length` more bytes onto `cork`: what was appended
+    before counts (cork->length + length), measured against the cork's fragsize and
+    options and the socket's IP_MTU_DISCOVER as it is now (ip_sk_ignore_df). None when
+    they fit, else the MTU to report (see ip_append_too_big)."""
+    return ip_append_too_big(cork.length + length, cork.optlen, pmtudisc, cork.fragsize)

@@ -40,8 +40,8 @@ from services.core.trace import Tracer
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet, ipv4_is_lbcast, ipv4_is_multicast
 from services.core.wire.udp import UDP_HLEN, UdpPacket, UdpRepr
 from services.ip import sockglue
+from services.ip.cork import InetCork, ip_append_check, ip_cork_fragsize
 from services.ip.cork import dst_mtu as route_mtu
-from services.ip.cork import ip_append_too_big, ip_cork_fragsize
 from services.ip.options import ip_options_undo_bytes
 from services.ip.sockglue import (
     IP_CMSG_PKTINFO,
@@ -68,9 +68,11 @@ from services.udp.table import UdpTable
 # include/linux/socket.h
 MSG_OOB = 0x1
 MSG_PEEK = 0x2
+MSG_PROBE = 0x10
 MSG_TRUNC = 0x20
 MSG_DONTWAIT = 0x40
 MSG_ERRQUEUE = 0x2000
+MSG_MORE = 0x8000
 
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_WANT = 1
@@ -90,6 +92,7 @@ LOOPBACK_IFINDEX = 1
 # include/uapi/asm-generic/socket.h, include/uapi/linux/udp.h
 SO_ERROR = 4
 SOL_UDPLITE = 136
+UDP_CORK = 1
 UDP_SEGMENT = 103
 UDP_GRO = 104
 # ____sys_sendmsg(): a control buffer larger than this on-stack one is sock_kmalloc'ed,
@@ -207,7 +210,10 @@ class UdpLayer:
         return s
 
     def release(self, s: UdpSock) -> None:
-        """udp_lib_close() → sk_common_release(): unhash, free the queues, wake readers."""
+        """udp_lib_close() → sk_common_release(): udp_destroy_sock() throws a corked
+        datagram away (udp_flush_pending_frames), then unhash, free the queues, wake
+        readers."""
+        self.udp_flush_pending_frames(s)
         self.table.unhash(s)
         self.socks.pop(s.sk, None)
         s.dead = True
@@ -269,11 +275,19 @@ class UdpLayer:
         family, daddr, dport = parse_sockaddr_in(name)
         if family != AF_INET:
             raise errno.kernel_error(errno.EAFNOSUPPORT)
+        # ip_route_connect() looks the route up in inet->cork.fl: a corked datagram's flow
+        # takes the new destination (flowi4_init_output) and the route's source, so the
+        # pending data is pushed to where the socket is connected now.
+        cork = s.pending
+        if cork is not None:
+            cork.daddr, cork.saddr, cork.dport = daddr, s.saddr, dport
         dst, saddr, genid = await self.route_output(daddr, s.saddr, 0)
-        if dst.flags & RTCF_BROADCAST and not s.broadcast:
-            raise errno.kernel_error(errno.EACCES)
         if not daddr:
             daddr = dst.nexthop
+        if cork is not None:
+            cork.daddr, cork.saddr = daddr, saddr
+        if dst.flags & RTCF_BROADCAST and not s.broadcast:
+            raise errno.kernel_error(errno.EACCES)
         if not s.saddr:
             s.saddr = saddr
         if not s.rcv_saddr:
@@ -284,7 +298,9 @@ class UdpLayer:
         s.dst_cache = CachedRoute(dst, saddr, genid)
 
     def disconnect(self, s: UdpSock) -> None:
-        """__udp_disconnect(): what the user did not lock with bind() is undone."""
+        """__udp_disconnect(): what the user did not lock with bind() is undone. A corked
+        datagram stays pending with the flow it had (pushed later with inet_sport, which
+        may now be 0)."""
         s.state = TCP_CLOSE
         s.daddr = s.dport = 0
         if not s.userlocks & SOCK_BINDADDR_LOCK:
@@ -313,7 +329,10 @@ class UdpLayer:
     async def sendmsg(
         self, s: UdpSock, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
     ) -> int:
-        """udp_sendmsg() for the uncorked case, the checks in the kernel's order."""
+        """udp_sendmsg(), the checks in the kernel's order. A corked send (UDP_CORK on, or
+        MSG_MORE) starts a datagram or appends to the one pending instead of sending; the
+        first send that is neither pushes what is pending out as one datagram. Each call
+        returns its own length."""
         # ____sys_sendmsg(): a control buffer is copied in (sock_kmalloc, bounded by
         # net.core.optmem_max) before inet_sendmsg runs, so this refusal autobinds nothing.
         if len(control) > CTL_STACK_BYTES and len(control) >= self.sysctl.get_int("net.core.optmem_max"):
@@ -326,6 +345,13 @@ class UdpLayer:
             raise errno.kernel_error(errno.EMSGSIZE)
         if flags & MSG_OOB:
             raise errno.kernel_error(errno.EOPNOTSUPP)
+        corkreq = s.corkflag or bool(flags & MSG_MORE)
+        if s.pending is not None:
+            # "if (up->pending) goto do_append_data": the datagram keeps the destination,
+            # route and options of the send that started it; this one's msg_name and
+            # control messages are not even looked at.
+            self._do_append_data(s, s.pending, data, 0, flags, corkreq, trace)
+            return length
         if name:
             if len(name) < SOCKADDR_IN_LEN:
                 raise errno.kernel_error(errno.EINVAL)
@@ -359,86 +385,159 @@ class UdpLayer:
         if ipv4_is_multicast(daddr):
             connected = False
         route = await self._route(s, faddr, saddr, ipc.oif, connected)
-        # fl4->daddr: where the header goes (the first hop of a source route; with no
-        # destination at all, the loopback address the lookup chose).
+        # fl4_stack->daddr: where the header goes (the first hop of a source route; with
+        # no destination at all, the loopback address the lookup chose).
         fl4_daddr = faddr or route.dst.nexthop
         if not daddr:
             daddr = fl4_daddr
-        # ip_make_skb() → ip_setup_cork() → __ip_append_data(): the size the route allows
-        # (a local EMSGSIZE error for IP_RECVERR), then sock_alloc_send_skb()'s
-        # sock_error(): an error ICMP left is returned, once, instead of sending.
-        optlen = opt.optlen if opt is not None else 0
-        fragsize = ip_cork_fragsize(s.inet.pmtudisc, route.dst)
-        mtu = ip_append_too_big(UDP_HLEN + length, optlen, s.inet.pmtudisc, fragsize)
+        if flags & MSG_PROBE:
+            # ip_make_skb() (corked: ip_append_data(), and then the empty sk_write_queue
+            # uncorks the socket again) returns before ip_setup_cork(): nothing is built.
+            return length
+        # ip_setup_cork(): the route and fragsize, and the ipcm_cookie's TTL, TOS (6.18's
+        # ipcm_init_sk() takes the socket's IP_TOS in, so a corked datagram keeps the
+        # TOS of its first send), priority and mark. A corked datagram's flow is
+        # inet->cork.fl, whose daddr is the final destination; the fast path's is
+        # fl4_stack.
+        cork = InetCork(
+            dst=route.dst,
+            fragsize=ip_cork_fragsize(s.inet.pmtudisc, route.dst),
+            saddr=route.saddr,
+            daddr=daddr if corkreq else fl4_daddr,
+            dport=dport,
+            addr=daddr,
+            opt=opt if opt is not None and opt.optlen else None,
+            ttl=ipc.ttl,
+            tos=ipc.tos if ipc.tos != -1 else s.inet.tos,
+            priority=ipc.priority,
+            mark=ipc.mark,
+            trace=trace,
+        )
+        if not corkreq:
+            # The lockless fast path: ip_make_skb() on a cork of its own, then udp_send_skb().
+            self._ip_append_data(s, cork, data, UDP_HLEN)
+            self._udp_send_skb(s, cork, ("udp_sendmsg",))
+            return length
+        # "Now cork the socket to pend data."
+        s.pending = cork
+        self._do_append_data(s, cork, data, UDP_HLEN, flags, corkreq, trace)
+        return length
+
+    def _do_append_data(
+        self,
+        s: UdpSock,
+        cork: InetCork,
+        data: bytes,
+        transhdrlen: int,
+        flags: int,
+        corkreq: bool,
+        trace: bool,
+    ) -> None:
+        """udp_sendmsg()'s do_append_data: ip_append_data() onto the pending datagram (the
+        UDP header's room first when it starts it). Any error throws away all that is
+        pending (udp_flush_pending_frames); a send that is not corked pushes it."""
+        cork.trace = cork.trace or trace
+        # ip_append_data(): MSG_PROBE appends nothing and succeeds.
+        if not flags & MSG_PROBE:
+            try:
+                self._ip_append_data(s, cork, data, transhdrlen)
+            except OSError:
+                self.udp_flush_pending_frames(s)
+                raise
+        if not corkreq:
+            self.udp_push_pending_frames(s, ("udp_sendmsg", "udp_push_pending_frames"))
+        # The kernel's third case, a corked send that left sk_write_queue empty (up->pending
+        # = 0), is a first send with MSG_PROBE, which returned before corking.
+
+    def _ip_append_data(self, s: UdpSock, cork: InetCork, data: bytes, transhdrlen: int) -> None:
+        """__ip_append_data(): EMSGSIZE when the datagram would outgrow what its cork
+        allows (with IP_RECVERR, a local error naming the flow's destination and
+        inet_dport, whose ee_info is the MTU less the options); the first append (it has
+        the transport header) allocates with sock_alloc_send_skb(), whose sock_error()
+        returns an error ICMP left, once, instead. Later appends go into the skb's page
+        frags or a plain alloc_skb(): no sock_error() there."""
+        length = transhdrlen + len(data)
+        mtu = ip_append_check(cork, length, s.inet.pmtudisc)
         if mtu is not None:
             if s.inet.recverr:
-                s.queue_err_skb(sockglue.ip_local_error(errno.EMSGSIZE, fl4_daddr, s.dport, mtu))
+                s.queue_err_skb(sockglue.ip_local_error(errno.EMSGSIZE, cork.daddr, s.dport, mtu))
             raise errno.kernel_error(errno.EMSGSIZE)
-        err = s.sock_error()
-        if err:
-            raise errno.kernel_error(err)
-        skb = alloc_skb(UDP_HLEN + length, MAX_HEADER)
-        if trace:
+        if transhdrlen:
+            err = s.sock_error()
+            if err:
+                raise errno.kernel_error(err)
+        cork.length += length
+        cork.queue += data
+
+    def udp_flush_pending_frames(self, s: UdpSock) -> None:
+        """udp_flush_pending_frames() → ip_flush_pending_frames(): the pending datagram is
+        thrown away (nothing is counted) and the socket uncorked."""
+        s.pending = None
+
+    def udp_push_pending_frames(self, s: UdpSock, steps: tuple[str, ...]) -> None:
+        """udp_push_pending_frames(): ip_finish_skb() makes the pending data one datagram
+        and udp_send_skb() sends it; with nothing pending, nothing is sent."""
+        cork, s.pending = s.pending, None
+        if cork is not None:
+            self._udp_send_skb(s, cork, steps)
+
+    def _udp_send_skb(self, s: UdpSock, cork: InetCork, steps: tuple[str, ...]) -> None:
+        """__ip_make_skb() + udp_send_skb(): one skb of the UDP header and all the data
+        appended, the header's source port the socket's now (inet_sport: 0 if a corked
+        socket was disconnected meanwhile), its destination port and the software
+        checksum (CHECKSUM_NONE) from the flow (whose daddr is, on the fast path, a
+        source route's first hop). What __ip_make_skb reads from the socket when it runs
+        (IP_TTL unless the cork has a TTL, IP_MTU_DISCOVER for DF, whether it is
+        connected for the IP ID) is read here, at push time.
+
+        A corked datagram with a source route differs from the kernel: its flow's daddr
+        is the final destination, which ip_copy_addrs() puts in 6.18's header (a capture
+        on lo shows it), while the IP layer here puts the first hop there, as for an
+        uncorked one. The checksum is the kernel's either way."""
+        skb = alloc_skb(UDP_HLEN + len(cork.queue), MAX_HEADER)
+        if cork.trace:
             skb.trace = []
-        self.trace(skb, "udp_sendmsg")
+        for step in steps:
+            self.trace(skb, step)
         skb.sk = s.sk
-        skb.mark = ipc.mark
-        skb.priority = ipc.priority
+        skb.mark = cork.mark
+        skb.priority = cork.priority
         skb.reset_transport_header()
         skb.put(UDP_HLEN)
-        skb.put_data(data)
-        ttl = ipc.ttl
+        skb.put_data(bytes(cork.queue))
+        UdpRepr(src_port=s.num, dst_port=cork.dport).emit(
+            skb.head, skb.data, skb.len - UDP_HLEN, cork.saddr, cork.daddr, checksum=True
+        )
+        ttl = cork.ttl
         if not ttl:
             # __ip_make_skb(): a multicast route takes mc_ttl, any other the socket's
             # IP_TTL (ip_select_ttl); 0 leaves the route's hop limit to IP.
-            if route.dst.rt_type == RTN_MULTICAST:
+            if cork.dst.rt_type == RTN_MULTICAST:
                 ttl = MC_TTL_DEFAULT
             elif s.inet.uc_ttl >= 0:
                 ttl = s.inet.uc_ttl
-        tos = ipc.tos if ipc.tos != -1 else s.inet.tos
         # The options go down in the form setsockopt takes, IPCB left empty: IP compiles
         # and builds them (ip_options_from_cork, ip_options_build), putting the final
-        # destination (cork.daddr) in a source route's last slot and the first hop in the
+        # destination (cork->addr) in a source route's last slot and the first hop in the
         # header.
-        options = ip_options_undo_bytes(opt) if opt is not None and opt.optlen else b""
-        self._udp_send_skb(skb, s, route, fl4_daddr, daddr, dport, ttl, tos, options)
-        return length
-
-    def _udp_send_skb(
-        self,
-        skb: SkBuff,
-        s: UdpSock,
-        route: CachedRoute,
-        fl4_daddr: int,
-        daddr: int,
-        dport: int,
-        ttl: int,
-        tos: int,
-        options: bytes,
-    ) -> None:
-        """udp_send_skb(): the UDP header and its software checksum (CHECKSUM_NONE) over
-        the pseudo-header of fl4 (whose daddr is a source route's first hop); `daddr` is
-        the datagram's destination (ipc.addr)."""
-        saddr = route.saddr
-        UdpRepr(src_port=s.num, dst_port=dport).emit(
-            skb.head, skb.data, skb.len - UDP_HLEN, saddr, fl4_daddr, checksum=True
-        )
+        opt = cork.opt
+        options = ip_options_undo_bytes(opt) if opt is not None else b""
         # ip_select_ident_segs(): a socket with inet_daddr set (connected) numbers its
         # datagrams from its own inet_id, whether or not this send named a destination.
         own_id = s.state == TCP_ESTABLISHED
         if own_id:
             s.inet_id = (s.inet_id + 1) & 0xFFFF
         skb.cork = IpCork(
-            saddr=saddr,
-            daddr=daddr,
+            saddr=cork.saddr,
+            daddr=cork.addr if opt is not None and opt.srr else cork.daddr,
             protocol=IPPROTO_UDP,
             ttl=ttl,
-            tos=tos,
+            tos=cork.tos,
             pmtudisc=s.inet.pmtudisc,
             options=options,
             inet_id=s.inet_id if own_id else None,
         )
-        skb.dst = route.dst
+        skb.dst = cork.dst
         self.mib.udp.inc("OutDatagrams")
         self.to_ip.append(skb)
 
@@ -722,7 +821,15 @@ class UdpLayer:
         if level in (SOL_UDP, SOL_UDPLITE):
             if len(optval) < 4:
                 raise errno.kernel_error(errno.EINVAL)
-            # The UDP options (UDP_CORK, UDP_SEGMENT, UDP_GRO...) are not built yet.
+            val = struct.unpack_from("=i", optval)[0]
+            if optname == UDP_CORK:
+                # Any value but 0 corks; 0 uncorks and pushes what is pending, whether
+                # UDP_CORK or MSG_MORE started it.
+                s.corkflag = val != 0
+                if not val:
+                    self.udp_push_pending_frames(s, ("udp_push_pending_frames",))
+                return
+            # The other UDP options (UDP_SEGMENT, UDP_GRO, UDP_ENCAP...) are not built yet.
             raise errno.kernel_error(errno.ENOPROTOOPT)
         if level != SOL_IP:
             raise errno.kernel_error(errno.ENOPROTOOPT)
@@ -744,9 +851,12 @@ class UdpLayer:
             # sk_getsockopt(): -sock_error(), else sk_err_soft (which UDP never sets).
             return struct.pack("=i", s.sock_error())[: min(optlen, 4)]
         if level in (SOL_UDP, SOL_UDPLITE):
+            # udp_lib_getsockopt(): min(optlen, sizeof(int)) bytes of the int.
             if optlen < 0:
                 raise errno.kernel_error(errno.EINVAL)
-            raise errno.kernel_error(errno.ENOPROTOOPT)
+            if optname != UDP_CORK:
+                raise errno.kernel_error(errno.ENOPROTOOPT)
+            return struct.pack("=i", int(s.corkflag))[: min(optlen, 4)]
         if level != SOL_IP:
             raise errno.kernel_error(errno.EOPNOTSUPP)
         mtu = await self._sk_dst_mtu(s) if optname == sockglue.IP_MTU else 0

@@ -1,5 +1,5 @@
 """struct udp_sock: one UDP socket's addresses, IP options, receive and error queues and
-their accounting."""
+their accounting, and the datagram it is corking."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from services.core.skbuff import Dst, SkBuff
+from services.ip.cork import InetCork
 from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
 
 # include/net/tcp_states.h: UDP uses these two for "unconnected" and "connected".
@@ -50,6 +51,10 @@ class UdpSock:
     # UDP_GRO (udp_sk(sk)->gro_enabled with ACCEPT_L4): GRO skbs are queued whole
     # instead of being split by udp_unexpected_gso().
     gro_enabled: bool = False
+    # UDP_CORK (udp_sk(sk)->corkflag), and up->pending: the datagram a corked send
+    # (UDP_CORK or MSG_MORE) started, appended to until it is pushed or flushed.
+    corkflag: bool = False
+    pending: InetCork | None = None
     inet_id: int = 0
     rmem_alloc: int = 0
     drops: int = 0

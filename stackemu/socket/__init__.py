@@ -4,9 +4,9 @@ emulated host: `import stackemu.socket as socket`.
 The host is the one STACKEMU_HOST names (default alice) in the stack `stackemu up`
 started, or the socket service at STACKEMU_SOCKET_ADDR=host:port. Everything that is
 not a socket object (constants, inet_aton, htons, exceptions, getaddrinfo) is the
-standard module's, plus the SOL_IP constants it may lack (Linux's values). Errors are
-OSError subclasses with the Linux errno, as the standard module raises them; ancillary
-data is msg_control byte for byte, parsed as CPython parses it.
+standard module's, plus the SOL_IP constants and UDP_CORK it may lack (Linux's values).
+Errors are OSError subclasses with the Linux errno, as the standard module raises them;
+ancillary data is msg_control byte for byte, parsed as CPython parses it.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ IP_PMTUDISC_OMIT = 5
 SO_EE_ORIGIN_NONE = 0
 SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
+# include/uapi/linux/udp.h: the SOL_UDP option CPython does not name.
+UDP_CORK = 1
 
 # Python blocks in recv with the GIL released; poll the RPC this often so that
 # KeyboardInterrupt gets through, as it does for the standard module.
