@@ -108,10 +108,6 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
     def addresses_changed(self) -> None:
         """Hook: the address list changed (the NIC answers ARP for it)."""
 
-    def _router_sysctl(self) -> None:
-        # The Router reads the layer's sysctl table (ip_forward, rp_filter, min_pmtu).
-        self.layer.router.sysctl = self.layer.sysctl
-
     def _dev(self, name: str) -> int:
         return next((i for i, n in self.layer.router.devices().items() if n == name), 0)
 
@@ -273,7 +269,6 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
         await self._check_u32(context, daddr=request.daddr, saddr=request.saddr)
         if request.tos > 255:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tos is 8-bit")
-        self._router_sysctl()
         router, names = self.layer.router, self.layer.router.devices()
         oif = iif = 0
         for name, field in (("iif", request.iif), ("oif", request.oif)):
@@ -398,5 +393,4 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
             self.layer.sysctl.set(request.name, request.value)
         except OSError as err:
             return ip_pb2.SetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
-        self._router_sysctl()
         return ip_pb2.SetSysctlResponse()

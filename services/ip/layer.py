@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
 from functools import partial
 
 from services.core.dropreason import DropStats, SkbDropReason
@@ -87,27 +86,17 @@ class IpLayer:
         self.to_transport: list[SkBuff] = []
         self.to_transport_err: list[tuple[SkBuff, int, int, int]] = []
         self.to_device: list[SkBuff] = []
-        # The devices' names by ifindex (-i/-o of netfilter rules), from the NIC.
-        self.ifnames: dict[int, str] = {}
         self.defrag = IpDefrag(sysctl, self.mib, self.drops)
         self.icmp = Icmp(sysctl, self.mib, self.drops, self.router, self.ip_send_skb, self._icmp_deliver_err)
         self._addr_type = partial(inet_addr_type, self.fib)
-        self.nf = Netfilter(self.drops, lambda i: self.ifnames.get(i, ""), self.icmp.icmp_send, self.trace)
+        self.nf = Netfilter(
+            self.drops, lambda i: self.router.names.get(i, ""), self.icmp.icmp_send, self.trace
+        )
         # ip_idents_reserve(): a table of counters and last-use times keyed by a hash
         # of (daddr, saddr, protocol) under a per-boot random key.
         self._ip_id_key = random.getrandbits(64)
         self._idents = [random.getrandbits(16) for _ in range(IP_IDENTS_SZ)]
         self._ident_ts = [0] * IP_IDENTS_SZ
-
-    def set_links(self, links: Iterable[tuple[int, int]]) -> None:
-        """The devices (ifindex, mtu) as the NIC reports them, all at attach and then
-        those that changed. fib_netdev_event(NETDEV_CHANGEMTU) → rt_cache_flush():
-        routes cached above carry the old MTU, so the generation moves on."""
-        mtus = self.router.mtus
-        changed = {i: m for i, m in links if mtus.get(i) != m}
-        if changed and mtus:
-            self.fib.genid += 1
-        mtus.update(changed)
 
     def add_address(self, ifa: InIfaddr) -> None:
         self.fib.add_ifaddr(ifa, loopback=ifa.ifindex == self.fib.loopback_ifindex)
@@ -292,7 +281,7 @@ class IpLayer:
             self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, dst.mtu)
             self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_forward")
             return
-        Ipv4Packet(skb.linear()).decrease_ttl()
+        pkt.decrease_ttl()
         parm.flags |= IPSKB_FORWARDED
         set_ipcb(skb.cb, parm)
         self.nf.nf_hook(NF_INET_FORWARD, skb, skb.skb_iif, dst.ifindex, self._ip_forward_finish)

@@ -61,10 +61,8 @@ class IpServicer(IpControl):
     async def attach_nic(self, channel: grpc.aio.Channel, on_ready: Callable[[], object]) -> None:
         stub = nic_pb2_grpc.NicServiceStub(channel)
         links = await stub.ListLinks(nic_pb2.ListLinksRequest())
-        self.layer.ifnames = {link.ifindex: link.name for link in links.links}
         self.layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in links.links)
         if not self.links_known.is_set():
-            self.layer.set_links((link.ifindex, link.mtu) for link in links.links)
             by_name = {link.name: link.ifindex for link in links.links}
             for label, address, prefixlen in self.addresses:
                 if label not in by_name:
@@ -81,7 +79,6 @@ class IpServicer(IpControl):
             if resp.links:
                 # The netdevice notifier (NETDEV_CHANGEMTU, UP, DOWN): routes through a
                 # device take its new MTU.
-                layer.set_links((link.ifindex, link.mtu) for link in resp.links)
                 layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in resp.links)
                 for link in resp.links:
                     if not link.flags & IFF_UP:

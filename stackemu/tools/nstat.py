@@ -16,7 +16,7 @@ from pathlib import Path
 from services.core.snmp import NSTAT_USELESS, format_nstat_counters
 from stackemu import state
 from stackemu.ip.v1 import ip_pb2
-from stackemu.tools.common import Ip, Udp, err, out
+from stackemu.tools.common import Ip, Udp, default_host, err, out
 from stackemu.udp.v1 import udp_pb2
 
 USAGE = """Usage: stackemu nstat [ --host HOST ] [OPTION] [ PATTERN [ PATTERN ] ]
@@ -84,8 +84,7 @@ def main(host: str | None, argv: Sequence[str]) -> int:
                 flags.add(c)
         else:
             patterns.append(a)
-    with Ip(host) as ip:
-        name = ip.host
+    name = default_host(host)
     now = counters(name)
     path = _history(name)
     old: dict[str, int] = {}

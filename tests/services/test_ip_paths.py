@@ -32,9 +32,7 @@ def host(forward: bool = False) -> IpLayer:
         sysctl.set("net.ipv4.ip_forward", "1")
     ip = IpLayer("router", sysctl)
     links = [(LO, "lo", 65536), (ETH0, "eth0", 1500), (ETH1, "eth1", 1000)]
-    ip.set_links((i, m) for i, _, m in links)
     ip.router.set_devices(links)
-    ip.ifnames = {i: n for i, n, _ in links}
     ip.add_address(InIfaddr(LO, "lo", A("127.0.0.1"), 8))
     ip.add_address(InIfaddr(ETH0, "eth0", ROUTER, 24))
     ip.add_address(InIfaddr(ETH1, "eth1", A("10.1.0.1"), 24))
