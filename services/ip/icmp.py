@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from services.core import errno
 from services.core.checksum import csum_fold, csum_partial
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.ipcb import InetSkbParm, IpOptions, ipcb, set_ipcb
@@ -39,6 +38,26 @@ from services.core.skbuff import (
 )
 from services.core.snmp import SnmpMib
 from services.core.sysctl import HZ, Sysctl
+from services.core.wire.icmp import (
+    ICMP_ADDRESS,
+    ICMP_ADDRESSREPLY,
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO,
+    ICMP_ECHOREPLY,
+    ICMP_EXC_FRAGTIME,
+    ICMP_EXT_ECHO,
+    ICMP_EXT_ECHOREPLY,
+    ICMP_FRAG_NEEDED,
+    ICMP_HLEN,
+    ICMP_PARAMETERPROB,
+    ICMP_REDIRECT,
+    ICMP_SOURCE_QUENCH,
+    ICMP_TIME_EXCEEDED,
+    ICMP_TIMESTAMP,
+    ICMP_TIMESTAMPREPLY,
+    NR_ICMP_TYPES,
+    NR_ICMP_UNREACH,
+)
 from services.core.wire.ipv4 import IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL
 from services.ip.options import (
@@ -49,55 +68,6 @@ from services.ip.options import (
 )
 from services.ip.route import RTCF_BROADCAST, RTCF_LOCAL, RouteError, Router
 
-# include/uapi/linux/icmp.h: types.
-ICMP_ECHOREPLY: Final = 0
-ICMP_DEST_UNREACH: Final = 3
-ICMP_SOURCE_QUENCH: Final = 4
-ICMP_REDIRECT: Final = 5
-ICMP_ECHO: Final = 8
-ICMP_TIME_EXCEEDED: Final = 11
-ICMP_PARAMETERPROB: Final = 12
-ICMP_TIMESTAMP: Final = 13
-ICMP_TIMESTAMPREPLY: Final = 14
-ICMP_INFO_REQUEST: Final = 15
-ICMP_INFO_REPLY: Final = 16
-ICMP_ADDRESS: Final = 17
-ICMP_ADDRESSREPLY: Final = 18
-NR_ICMP_TYPES: Final = 18
-ICMP_EXT_ECHO: Final = 42
-ICMP_EXT_ECHOREPLY: Final = 43
-
-# Codes for ICMP_DEST_UNREACH.
-ICMP_NET_UNREACH: Final = 0
-ICMP_HOST_UNREACH: Final = 1
-ICMP_PROT_UNREACH: Final = 2
-ICMP_PORT_UNREACH: Final = 3
-ICMP_FRAG_NEEDED: Final = 4
-ICMP_SR_FAILED: Final = 5
-ICMP_NET_UNKNOWN: Final = 6
-ICMP_HOST_UNKNOWN: Final = 7
-ICMP_HOST_ISOLATED: Final = 8
-ICMP_NET_ANO: Final = 9
-ICMP_HOST_ANO: Final = 10
-ICMP_NET_UNR_TOS: Final = 11
-ICMP_HOST_UNR_TOS: Final = 12
-ICMP_PKT_FILTERED: Final = 13
-ICMP_PREC_VIOLATION: Final = 14
-ICMP_PREC_CUTOFF: Final = 15
-NR_ICMP_UNREACH: Final = 15
-
-# Codes for ICMP_REDIRECT.
-ICMP_REDIR_NET: Final = 0
-ICMP_REDIR_HOST: Final = 1
-ICMP_REDIR_NETTOS: Final = 2
-ICMP_REDIR_HOSTTOS: Final = 3
-
-# Codes for ICMP_TIME_EXCEEDED.
-ICMP_EXC_TTL: Final = 0
-ICMP_EXC_FRAGTIME: Final = 1
-
-ICMP_HLEN: Final = 8  # sizeof(struct icmphdr)
-
 # include/uapi/linux/ip.h, include/net/route.h
 IPTOS_TOS_MASK: Final = 0x1E
 IPTOS_PREC_INTERNETCONTROL: Final = 0xC0
@@ -105,26 +75,6 @@ RTCF_MULTICAST: Final = 0x20000000
 # include/uapi/linux/in.h: 192.0.0.8, the source of last resort (RFC 7600).
 INADDR_DUMMY: Final = 0xC0000008
 IP_PMTUDISC_DONT: Final = 0  # icmp_init(): the ICMP sockets never set DF
-
-# icmp_err_convert[]: errno and whether it is fatal, by ICMP_DEST_UNREACH code.
-ICMP_ERR_CONVERT: Final = (
-    (errno.ENETUNREACH, False),
-    (errno.EHOSTUNREACH, False),
-    (errno.ENOPROTOOPT, True),
-    (errno.ECONNREFUSED, True),
-    (errno.EMSGSIZE, False),
-    (errno.EOPNOTSUPP, False),
-    (errno.ENETUNREACH, True),
-    (errno.EHOSTDOWN, True),
-    (errno.ENONET, True),
-    (errno.ENETUNREACH, True),
-    (errno.EHOSTUNREACH, True),
-    (errno.ENETUNREACH, False),
-    (errno.EHOSTUNREACH, False),
-    (errno.EHOSTUNREACH, True),
-    (errno.EHOSTUNREACH, True),
-    (errno.EHOSTUNREACH, True),
-)
 
 # icmp_pointers[type].error: the types that are error messages (1, 2, 6, 7, 9 and 10
 # are unassigned or obsolete and treated as errors too).

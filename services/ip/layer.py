@@ -22,6 +22,15 @@ from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ethernet import ETH_P_IP
+from services.core.wire.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_EXC_FRAGTIME,
+    ICMP_EXC_TTL,
+    ICMP_FRAG_NEEDED,
+    ICMP_PARAMETERPROB,
+    ICMP_PROT_UNREACH,
+    ICMP_TIME_EXCEEDED,
+)
 from services.core.wire.ipv4 import (
     IP_DF,
     IPPROTO_ICMP,
@@ -32,16 +41,7 @@ from services.core.wire.ipv4 import (
 from services.ip.defrag import IP_DEFRAG_LOCAL_DELIVER, IpDefrag
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
 from services.ip.fragment import FragNeeded, ip_fragment
-from services.ip.icmp import (
-    ICMP_DEST_UNREACH,
-    ICMP_EXC_FRAGTIME,
-    ICMP_EXC_TTL,
-    ICMP_FRAG_NEEDED,
-    ICMP_PARAMETERPROB,
-    ICMP_PROT_UNREACH,
-    ICMP_TIME_EXCEEDED,
-    Icmp,
-)
+from services.ip.icmp import Icmp
 from services.ip.netfilter import (
     NF_INET_FORWARD,
     NF_INET_LOCAL_IN,

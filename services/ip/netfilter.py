@@ -37,6 +37,7 @@ from services.core.skbuff import (
     SkBuff,
 )
 from services.core.trace import Tracer
+from services.core.wire.icmp import ICMP_DEST_UNREACH
 from services.core.wire.ipv4 import IP_CE, IP_DF, IP_MF, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from services.ip.nfqueue import NfQueue, QueueEntry
 
@@ -105,7 +106,6 @@ REJECT_CODES: Final = {
     IPT_ICMP_HOST_PROHIBITED: 10,  # ICMP_HOST_ANO
     IPT_ICMP_ADMIN_PROHIBITED: 13,  # ICMP_PKT_FILTERED
 }
-ICMP_DEST_UNREACH: Final = 3
 NF_LOG_TCPSEQ, NF_LOG_TCPOPT, NF_LOG_IPOPT, NF_LOG_UID, NF_LOG_MACDECODE = 0x01, 0x02, 0x04, 0x08, 0x20
 NF_LOG_MASK: Final = 0x2F
 # The LOG target's prefix is char[30], NUL included.

@@ -13,6 +13,7 @@ from services.core.dropreason import SkbDropReason
 from services.core.skbuff import Dst
 from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
+from services.core.wire.icmp import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_NET_UNREACH, ICMP_PKT_FILTERED
 from services.core.wire.ipv4 import (
     ipv4_is_lbcast,
     ipv4_is_local_multicast,
@@ -46,11 +47,6 @@ RTCF_BROADCAST = 0x10000000
 RTCF_MULTICAST = 0x20000000
 RTCF_LOCAL = 0x80000000
 
-# include/uapi/linux/icmp.h
-ICMP_DEST_UNREACH = 3
-ICMP_NET_UNREACH = 0
-ICMP_HOST_UNREACH = 1
-ICMP_PKT_FILTERED = 13
 
 IGMP_ALL_HOSTS = 0xE0000001
 # ip_rt_get_dev(): what an input route to this host hangs on.

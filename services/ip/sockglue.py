@@ -22,6 +22,7 @@ from services.core.datagram import Datagram
 from services.core.ipcb import IpOptions, ipcb
 from services.core.skbuff import SkBuff, alloc_skb
 from services.core.sockaddr import make_sockaddr_in
+from services.core.wire.icmp import ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED
 from services.ip.options import ip_options_echo, ip_options_get, ip_options_undo_bytes
 
 # include/linux/socket.h
@@ -114,11 +115,6 @@ SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_RFC4884_FLAG_INVALID = 1
 
-# include/uapi/linux/icmp.h: the error types whose messages may carry RFC 4884 extensions.
-ICMP_DEST_UNREACH = 3
-ICMP_TIME_EXCEEDED = 11
-ICMP_PARAMETERPROB = 12
-ICMPH_LEN = 8
 IPV4_HLEN = 20
 UDP_HLEN = 8
 MAX_IPOPTLEN = 40
@@ -562,7 +558,7 @@ def ip_icmp_error(
     quoted = skb.linear()
     ihl = (quoted[0] & 0x0F) * 4
     addr = int.from_bytes(quoted[16:20], "big")
-    icmph = skb.transport_header if skb.transport_header + ICMPH_LEN <= skb.data else skb.data - ICMPH_LEN
+    icmph = skb.transport_header if skb.transport_header + ICMP_HLEN <= skb.data else skb.data - ICMP_HLEN
     ee = SockExtendedErr(err, SO_EE_ORIGIN_ICMP, icmp_type, icmp_code, 0, info, 0)
     if not skb.pull(ihl + UDP_HLEN):
         return None

@@ -37,12 +37,24 @@ from services.core.snmp import SnmpMib
 from services.core.sockaddr import AF_INET, AF_UNSPEC, SOCKADDR_IN_LEN, parse_sockaddr_in
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
+from services.core.wire.icmp import (
+    ICMP_DEST_UNREACH,
+    ICMP_ERR_CONVERT,
+    ICMP_FRAG_NEEDED,
+    ICMP_PARAMETERPROB,
+    ICMP_PORT_UNREACH,
+    ICMP_REDIRECT,
+    ICMP_SOURCE_QUENCH,
+    NR_ICMP_UNREACH,
+)
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet, ipv4_is_lbcast, ipv4_is_multicast
 from services.core.wire.udp import UDP_HLEN, UdpPacket, UdpRepr
 from services.ip import sockglue
 from services.ip.cork import InetCork, ip_append_check, ip_cork_fragsize
 from services.ip.cork import dst_mtu as route_mtu
+from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST
 from services.ip.options import ip_options_undo_bytes
+from services.ip.route import RTCF_BROADCAST
 from services.ip.sockglue import (
     IP_CMSG_PKTINFO,
     SOL_IP,
@@ -76,10 +88,6 @@ MSG_MORE = 0x8000
 
 IP_PMTUDISC_DONT = 0
 IP_PMTUDISC_WANT = 1
-RTN_LOCAL = 2
-RTN_BROADCAST = 3
-RTN_MULTICAST = 5
-RTCF_BROADCAST = 0x10000000
 # MAX_HEADER: the headroom sock_alloc_send_skb leaves for link and network headers.
 MAX_HEADER = 128
 IPV4_HLEN = 20
@@ -101,36 +109,6 @@ CTL_STACK_BYTES = 16 + 20
 # inet->mc_ttl's default: multicast datagrams go one hop unless told otherwise.
 MC_TTL_DEFAULT = 1
 
-# include/uapi/linux/icmp.h
-ICMP_DEST_UNREACH = 3
-ICMP_SOURCE_QUENCH = 4
-ICMP_REDIRECT = 5
-ICMP_TIME_EXCEEDED = 11
-ICMP_PARAMETERPROB = 12
-ICMP_PORT_UNREACH = 3
-ICMP_FRAG_NEEDED = 4
-NR_ICMP_UNREACH = 15
-
-# icmp_err_convert[] (net/ipv4/icmp.c): the errno of each ICMP_DEST_UNREACH code and
-# whether it is fatal (a hard error, reported to a connected socket without IP_RECVERR).
-ICMP_ERR_CONVERT = (
-    (errno.ENETUNREACH, False),  # ICMP_NET_UNREACH
-    (errno.EHOSTUNREACH, False),  # ICMP_HOST_UNREACH
-    (errno.ENOPROTOOPT, True),  # ICMP_PROT_UNREACH
-    (errno.ECONNREFUSED, True),  # ICMP_PORT_UNREACH
-    (errno.EMSGSIZE, False),  # ICMP_FRAG_NEEDED
-    (errno.EOPNOTSUPP, False),  # ICMP_SR_FAILED
-    (errno.ENETUNREACH, True),  # ICMP_NET_UNKNOWN
-    (errno.EHOSTDOWN, True),  # ICMP_HOST_UNKNOWN
-    (errno.ENONET, True),  # ICMP_HOST_ISOLATED
-    (errno.ENETUNREACH, True),  # ICMP_NET_ANO
-    (errno.EHOSTUNREACH, True),  # ICMP_HOST_ANO
-    (errno.ENETUNREACH, False),  # ICMP_NET_UNR_TOS
-    (errno.EHOSTUNREACH, False),  # ICMP_HOST_UNR_TOS
-    (errno.EHOSTUNREACH, True),  # ICMP_PKT_FILTERED
-    (errno.EHOSTUNREACH, True),  # ICMP_PREC_VIOLATION
-    (errno.EHOSTUNREACH, True),  # ICMP_PREC_CUTOFF
-)
 
 RouteOutput = Callable[[int, int, int], Awaitable[tuple[Dst, int, int]]]
 

@@ -30,9 +30,7 @@ from services.core.skbuff import (
 )
 from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
-from services.core.wire.ipv4 import Ipv4Repr, ip_from_str
-from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, RTN_UNICAST, Fib, InIfaddr
-from services.ip.icmp import (
+from services.core.wire.icmp import (
     ICMP_DEST_UNREACH,
     ICMP_ECHO,
     ICMP_ECHOREPLY,
@@ -47,9 +45,10 @@ from services.ip.icmp import (
     ICMP_SOURCE_QUENCH,
     ICMP_TIME_EXCEEDED,
     ICMP_TIMESTAMP,
-    INADDR_DUMMY,
-    Icmp,
 )
+from services.core.wire.ipv4 import Ipv4Repr, ip_from_str
+from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, RTN_UNICAST, Fib, InIfaddr
+from services.ip.icmp import INADDR_DUMMY, Icmp
 from services.ip.options import (
     OptionsError,
     ip_options_build,
