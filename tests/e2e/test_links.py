@@ -233,7 +233,10 @@ def test_every_knob_from_the_cli(stack: dict[str, str], tmp_path: Path) -> None:
     ok("sysctl", "-w", "net.core.netdev_budget=300")
     [softnet] = ok("softnet_stat", "--host", "bob").splitlines()
     cols = [int(c, 16) for c in softnet.split()]
-    assert len(cols) == 15 and cols[0] > 0 and cols[1] == cols[2] == 0, softnet
+    # processed, and nothing dropped. time_squeeze (cols[2]) is left out: it also
+    # counts a softirq that ran past netdev_budget_usecs, which the emulator measures
+    # in real time, so a busy 2-core machine can make it 1 (a fresh-clone CI run did).
+    assert len(cols) == 15 and cols[0] > 0 and cols[1] == 0, softnet
     ok("ip", "link", "set", "dev", "eth0", "napi_weight", "32")
     bad = cli(stack, "ip", "link", "set", "dev", "eth0", "napi_weight", "0")
     # Like iproute2 printing the kernel's extack message.
