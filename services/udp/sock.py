@@ -48,6 +48,14 @@ class UdpSock:
     dport: int = 0
     userlocks: int = 0
     broadcast: bool = False
+    # SO_REUSEADDR (sk_reuse, SK_CAN_REUSE 1), SO_REUSEPORT (sk_reuseport) and the
+    # group the table put the socket in (sk_reuseport_cb), SO_BINDTODEVICE
+    # (sk_bound_dev_if), and the owner's uid (sk_uid: reuseport groups are per uid).
+    reuse: int = 0
+    reuseport: bool = False
+    reuseport_cb: object | None = None
+    bound_dev_if: int = 0
+    uid: int = 0
     # UDP_GRO (udp_sk(sk)->gro_enabled with ACCEPT_L4): GRO skbs are queued whole
     # instead of being split by udp_unexpected_gso().
     gro_enabled: bool = False
