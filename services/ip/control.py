@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from services.core import errno
+from services.core.skbuff import dst_to_proto
 from services.core.sysctl import SYSCTLS
 from services.ip.fib import (
     RT_TABLE_MAIN,
@@ -22,7 +23,6 @@ from services.ip.fib import (
 from services.ip.fib_rules import DETACHED, FibError, FibRule
 from services.ip.route import NSEC_PER_SEC, RouteError
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
-from stackemu.skb.v1 import skb_pb2
 
 if TYPE_CHECKING:
     from services.ip.layer import IpLayer
@@ -296,9 +296,7 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
                 iif=request.iif,
                 mark=request.mark,
                 input=True,
-                dst=skb_pb2.Dst(
-                    ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags
-                ),
+                dst=dst_to_proto(d),
             )
         try:
             rt = router.route_output(
@@ -320,9 +318,7 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
             mtu_locked=rt.mtu_locked,
             expires_sec=max(0, rt.expires_ns - now) // NSEC_PER_SEC if rt.expires_ns else 0,
             mark=request.mark,
-            dst=skb_pb2.Dst(
-                ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags
-            ),
+            dst=dst_to_proto(d),
         )
 
     async def FlushCache(

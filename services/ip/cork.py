@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from services.core import errno
 from services.core.ipcb import IpOptions
-from services.core.skbuff import Dst
+from services.core.skbuff import SKB_MAX_ALLOC, Dst, alloc_skb_truesize
 
 # include/net/ip.h
 IP_MAX_MTU = 0xFFFF
@@ -90,6 +90,12 @@ class InetCork:
     # payload they put on sk_write_queue.
     length: int = 0
     queue: bytearray = field(default_factory=bytearray)
+    # cork->gso_size (UDP_SEGMENT), and MSG_CONFIRM of the send that made the datagram's
+    # first skb (skb_set_dst_pending_confirm()).
+    gso_size: int = 0
+    confirm: bool = False
+    # The first append's csummode: CHECKSUM_PARTIAL (True) or CHECKSUM_NONE.
+    csum_partial: bool = False
     # Emulator-only: record the kernel functions the datagram passes.
     trace: bool = False
 
@@ -102,5 +108,42 @@ def ip_append_check(cork: InetCork, length: int, pmtudisc: int) -> int | None:
     """__ip_append_data()'s check of `length` more bytes onto `cork`: what was appended
     before counts (cork->length + length), measured against the cork's fragsize and
     options and the socket's IP_MTU_DISCOVER as it is now (ip_sk_ignore_df). None when
-    they fit, else the MTU to report (see ip_append_too_big)."""
-    return ip_append_too_big(cork.length + length, cork.optlen, pmtudisc, cork.fragsize)
+    they fit, else the MTU to report (see ip_append_too_big). A GSO datagram is
+    measured against IP_MAX_MTU (__ip_append_data: "mtu = cork->gso_size ? IP_MAX_MTU :
+    cork->fragsize"): its segments are checked when it is sent."""
+    mtu = IP_MAX_MTU if cork.gso_size else cork.fragsize
+    return ip_append_too_big(cork.length + length, cork.optlen, pmtudisc, mtu)
+
+
+# LL_RESERVED_SPACE() of an Ethernet or loopback device (hard_header_len 14, rounded to
+# HH_DATA_MOD 16, plus 16), and the 15 bytes __ip_append_data() adds for alignment.
+HH_LEN = 16
+UDP_HLEN = 8
+
+
+def ip_append_truesize(length: int, optlen: int, mtu: int, sg: bool, gso: bool) -> int:
+    """The truesize __ip_append_data() charges for a datagram of `length` bytes (the
+    UDP header included): one skb per fragment it builds (a non-GSO datagram bigger than
+    `mtu` is split at maxfraglen), each linear (sock_alloc_send_skb/alloc_skb of
+    fraglen and the headroom) unless it is GSO or too big for SKB_MAX_ALLOC on a
+    scatter-gather device, where the head holds the headers only and the data goes in
+    page frags, charged byte for byte."""
+    fragheaderlen = IPV4_HLEN + optlen
+    alloc_extra = HH_LEN + 15
+    if gso:
+        mtu = IP_MAX_MTU
+    maxfraglen = ((mtu - fragheaderlen) & ~7) + fragheaderlen
+    total, remaining, transhdrlen = 0, length, UDP_HLEN
+    while True:
+        datalen = remaining
+        if datalen > (mtu if length <= mtu else maxfraglen) - fragheaderlen:
+            datalen = maxfraglen - fragheaderlen
+        fraglen = datalen + fragheaderlen
+        if not gso and (fraglen + alloc_extra < SKB_MAX_ALLOC or not sg):
+            total += alloc_skb_truesize(fraglen + alloc_extra)
+        else:
+            total += alloc_skb_truesize(fragheaderlen + transhdrlen + alloc_extra) + datalen - transhdrlen
+        remaining -= datalen
+        transhdrlen = 0
+        if remaining <= 0:
+            return total

@@ -145,11 +145,15 @@ def _new_fragment(skb: SkBuff, hlen: int, n: int, keeps_all: bool) -> SkBuff:
     skb_iif, dst, dev, mark, hash), the delivery time (skb_set_delivery_time) and the
     owning socket (skb_set_owner_w). With keeps_all the fragment is the fast path's
     first one, the original skb itself: it also keeps the TX timestamp request, its
-    key, the control block and the rest of the header fields.
+    key, the control block, the rest of the header fields and the socket's charge
+    (wmem); the others owe the socket nothing.
     """
     size = LL_RESERVED_SPACE + hlen + n
     if keeps_all:
         frag = skb.clone()
+        # The original skb itself: it keeps its socket's charge (sock_wfree), so the
+        # fragments release exactly what the datagram was charged, once.
+        frag.wmem, skb.wmem = skb.wmem, 0
         frag.head = bytearray(size)
         frag.frags = []
         frag.frag_list = []

@@ -6,17 +6,23 @@ Every path is written as the kernel's chain of NF_HOOK(hook, okfn) steps: a hook
 queues a packet to an NFQUEUE listener keeps the okfn and continues there when the
 verdict comes. What the layer passes on is collected in `to_transport` (datagrams for
 the UDP layer), `to_transport_err` (ICMP errors for it) and `to_device` (for the NIC);
-the caller ships those lists as one batch each.
+the caller ships those lists as one batch each. `tx_done` gathers the socket memory of
+the transport's skbs this layer freed (sock_wfree), with what the NIC reported, for the
+transport: every drop of a charged skb on the way down gives its charge back there.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 from functools import partial
 
+from services.core import errno
 from services.core.dropreason import DropStats, SkbDropReason
+from services.core.gso import GsoError, skb_gso_segment
 from services.core.ipcb import IPSKB_FORWARDED, InetSkbParm, IpOptions, ipcb, set_ipcb
+from services.core.netdev import NETIF_F_CSUM_MASK
 from services.core.skbuff import PACKET_HOST, PACKET_OTHERHOST, IpCork, SkBuff
 from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
@@ -35,9 +41,12 @@ from services.core.wire.ipv4 import (
     IP_DF,
     IPPROTO_ICMP,
     IPPROTO_UDP,
+    IPPROTO_UDPLITE,
     Ipv4Packet,
     Ipv4Repr,
 )
+from services.core.wire.udp import UDP_HLEN
+from services.core.wmem import TxCompletions
 from services.ip.defrag import IP_DEFRAG_LOCAL_DELIVER, IpDefrag
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
 from services.ip.fragment import FragNeeded, ip_fragment
@@ -59,6 +68,7 @@ from services.ip.options import (
     ip_options_from_cork,
 )
 from services.ip.route import Router
+from stackemu.skb.v1 import skb_pb2
 
 # include/uapi/linux/in.h
 IP_PMTUDISC_DONT = 0
@@ -86,12 +96,14 @@ class IpLayer:
         self.to_transport: list[SkBuff] = []
         self.to_transport_err: list[tuple[SkBuff, int, int, int]] = []
         self.to_device: list[SkBuff] = []
+        self.tx_done = TxCompletions()
         self.defrag = IpDefrag(sysctl, self.mib, self.drops)
         self.icmp = Icmp(sysctl, self.mib, self.drops, self.router, self.ip_send_skb, self._icmp_deliver_err)
         self._addr_type = partial(inet_addr_type, self.fib)
         self.nf = Netfilter(
             self.drops, lambda i: self.router.names.get(i, ""), self.icmp.icmp_send, self.trace
         )
+        self.nf.free = self.tx_done.add
         # ip_idents_reserve(): a table of counters and last-use times keyed by a hash
         # of (daddr, saddr, protocol) under a per-boot random key.
         self._ip_id_key = random.getrandbits(64)
@@ -100,6 +112,13 @@ class IpLayer:
 
     def add_address(self, ifa: InIfaddr) -> None:
         self.fib.add_ifaddr(ifa, loopback=ifa.ifindex == self.fib.loopback_ifindex)
+
+    def tx_completed(self, msgs: Iterable[skb_pb2.TxCompletion]) -> None:
+        """What the NIC freed, for the transport. A datagram the qdisc refused is
+        -ENOBUFS from ip_local_out, which ip_send_skb counts as OutDiscards."""
+        enobufs = self.tx_done.merge(msgs)
+        if enobufs:
+            self.mib.ip.add("OutDiscards", enobufs)
 
     # Receive.
 
@@ -227,10 +246,12 @@ class IpLayer:
         self.nf.nf_hook(NF_INET_LOCAL_IN, skb, skb.skb_iif, 0, self._ip_local_deliver_finish)
 
     def _ip_local_deliver_finish(self, skb: SkBuff) -> None:
-        """ip_local_deliver_finish() → ip_protocol_deliver_rcu()."""
+        """ip_local_deliver_finish() → ip_protocol_deliver_rcu(). UDP-Lite goes to the
+        transport like UDP: inet_protos[IPPROTO_UDPLITE] is udplite_protocol, whose
+        handler (udplite_rcv → __udp4_lib_rcv) is UDP's, in the same service here."""
         protocol = skb.head[skb.network_header + 9]
         skb.pull(skb.transport_header - skb.data)
-        if protocol == IPPROTO_UDP:
+        if protocol in (IPPROTO_UDP, IPPROTO_UDPLITE):
             self.mib.ip.inc("InDelivers")
             self.to_transport.append(skb)
             return
@@ -251,7 +272,8 @@ class IpLayer:
         protocol, daddr = inner[9], int.from_bytes(inner[16:20], "big")
         if icmp_type == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED and info:
             self.router.update_pmtu(daddr, info)
-        if protocol == IPPROTO_UDP:
+        # udp_err and udplite_err are both __udp4_lib_err.
+        if protocol in (IPPROTO_UDP, IPPROTO_UDPLITE):
             self.to_transport_err.append((skb, icmp_type, code, info))
 
     def icmp_send(self, skb: SkBuff, icmp_type: int, code: int, info: int) -> None:
@@ -289,7 +311,6 @@ class IpLayer:
     def _ip_forward_finish(self, skb: SkBuff) -> None:
         """ip_forward_finish(): IPSTATS_MIB_OUTFORWDATAGRAMS, then dst_output."""
         self.mib.ip.inc("ForwDatagrams")
-        self.mib.ipext.add("OutOctets", skb.len)
         self._ip_output(skb)
 
     # Transmit.
@@ -301,6 +322,7 @@ class IpLayer:
         if cork is None or dst is None:
             self.mib.ip.inc("OutDiscards")
             self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_send_skb")
+            self.tx_done.add(skb)
             return
         self.trace(skb, "ip_send_skb")
         daddr, options = cork.daddr, b""
@@ -308,7 +330,15 @@ class IpLayer:
         if cork.options:
             # The socket's IP_OPTIONS, an IP_RETOPTS cmsg or an ICMP reply's echoed
             # options; a source route sends the packet to its first hop (opt->faddr).
-            opt = ip_options_from_cork(skb.cb, cork.options, addr_type=self._addr_type)
+            try:
+                opt = ip_options_from_cork(skb.cb, cork.options, addr_type=self._addr_type)
+            except OSError:
+                # Options ip_options_build() cannot fill in: the kernel never gets such
+                # a cork (ip_options_get refused them with EINVAL); it is dropped.
+                self.mib.ip.inc("OutDiscards")
+                self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_send_skb")
+                self.tx_done.add(skb)
+                return
             options = opt.data
             if opt.srr:
                 daddr = opt.faddr
@@ -344,7 +374,11 @@ class IpLayer:
             parm.opt = opt
             set_ipcb(skb.cb, parm)
         skb.protocol = ETH_P_IP
-        self._ip_local_out(skb)
+        if self._ip_local_out(skb) < 0:
+            # ip_send_skb(): an error from the way down (a netfilter DROP's -EPERM,
+            # ip_fragment's -EMSGSIZE) is IPSTATS_MIB_OUTDISCARDS. A qdisc's
+            # NET_XMIT_DROP comes back later from the NIC (tx_completed).
+            self.mib.ip.inc("OutDiscards")
 
     def _ip_select_ident(self, cork: IpCork, strict_df: bool, segs: int = 1) -> int:
         """ip_select_ident_segs(): a connected socket's own counter (advanced by the UDP
@@ -364,39 +398,81 @@ class IpLayer:
         self._idents[bucket] = (ident + segs) & 0xFFFF
         return ident
 
-    def _ip_local_out(self, skb: SkBuff) -> None:
+    def _ip_local_out(self, skb: SkBuff) -> int:
         """__ip_local_out() (the header's tot_len and checksum are final) →
-        NF_HOOK(LOCAL_OUT, dst_output)."""
+        NF_HOOK(LOCAL_OUT, dst_output): 0 or the -errno of the way down."""
         self.trace(skb, "ip_local_out")
         self.mib.ip.inc("OutRequests")
-        self.mib.ipext.inc("OutOctets", skb.len)
         dst = skb.dst
         assert dst is not None
-        self.nf.nf_hook(NF_INET_LOCAL_OUT, skb, 0, dst.ifindex, self._ip_output)
+        return self.nf.nf_hook(NF_INET_LOCAL_OUT, skb, 0, dst.ifindex, self._ip_output)
 
-    def _ip_output(self, skb: SkBuff) -> None:
+    def _ip_output(self, skb: SkBuff) -> int:
         """ip_output() → NF_HOOK(POST_ROUTING, ip_finish_output)."""
         self.trace(skb, "ip_output")
         dst = skb.dst
         assert dst is not None
-        self.nf.nf_hook(NF_INET_POST_ROUTING, skb, 0, dst.ifindex, self._ip_finish_output)
+        return self.nf.nf_hook(NF_INET_POST_ROUTING, skb, 0, dst.ifindex, self._ip_finish_output)
 
-    def _ip_finish_output(self, skb: SkBuff) -> None:
-        """__ip_finish_output(): fragment what exceeds the route's MTU (a GSO skb is
-        segmented by the device instead)."""
+    def _ip_finish_output(self, skb: SkBuff) -> int:
+        """__ip_finish_output(): a GSO skb goes to ip_finish_output_gso; what exceeds
+        the route's MTU is fragmented (ip_do_fragment finishes a CHECKSUM_PARTIAL
+        checksum first)."""
         dst = skb.dst
         assert dst is not None
-        if skb.len <= dst.mtu or skb.gso_size:
+        if skb.gso_size:
+            return self._ip_finish_output_gso(skb, dst.mtu)
+        if skb.len <= dst.mtu:
             self._ip_finish_output2(skb)
-            return
+            return 0
+        return self._ip_fragment(skb, dst.mtu)
+
+    def _ip_fragment(self, skb: SkBuff, mtu: int) -> int:
         try:
-            frags = ip_fragment(skb, dst.mtu, self.mib, self.drops)
+            frags = ip_fragment(skb, mtu, self.mib, self.drops)
         except FragNeeded as err:
             # ip_fragment() counted FragFails and the drop.
             self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, err.mtu)
-            return
+            self.tx_done.add(skb)
+            return -errno.EMSGSIZE
+        if not frags:
+            # ip_do_fragment() failed (and counted) before cutting anything: the
+            # checksum could not be finished (skb_checksum_help's -EINVAL).
+            self.tx_done.add(skb)
+            return -errno.EINVAL
         for frag in frags:
             self._ip_finish_output2(frag)
+        return 0
+
+    def _ip_finish_output_gso(self, skb: SkBuff, mtu: int) -> int:
+        """ip_finish_output_gso(): a GSO skb whose segments fit the MTU goes whole, for
+        the device (or validate_xmit_skb) to segment; else (the route's MTU shrank
+        under the sender) it is segmented here with the device's features less GSO,
+        and each segment goes through ip_fragment (DF refuses it)."""
+        hlen = (skb.head[skb.data] & 0x0F) << 2
+        # skb_gso_validate_network_len(): the network header, the UDP header (the
+        # transport "header length" of SKB_GSO_UDP_L4) and gso_size.
+        if hlen + UDP_HLEN + skb.gso_size <= mtu:
+            self._ip_finish_output2(skb)
+            return 0
+        dst = skb.dst
+        assert dst is not None
+        try:
+            segs = skb_gso_segment(skb, hw_csum=bool(dst.dev_features & NETIF_F_CSUM_MASK))
+        except GsoError:
+            # IS_ERR_OR_NULL(segs): kfree_skb, -ENOMEM.
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_finish_output_gso")
+            self.tx_done.add(skb)
+            return -errno.ENOMEM
+        # consume_skb(skb): the segments own what it owed its socket, once.
+        segs[0].wmem, skb.wmem = skb.wmem, 0
+        ret = 0
+        for seg in segs:
+            # Every segment, even a last one that fits: ip_fragment() cuts it into one
+            # fragment, or refuses it for DF; the first error is the answer.
+            err = self._ip_fragment(seg, mtu)
+            ret = ret or err
+        return ret
 
     def _ip_finish_output2(self, skb: SkBuff) -> None:
         """ip_finish_output2(): counted as transmitted, handed to the neighbour/device."""
@@ -405,7 +481,11 @@ class IpLayer:
         if dst.rt_type == RTN_BROADCAST:
             self.mib.ipext.inc("OutBcastPkts")
             self.mib.ipext.add("OutBcastOctets", skb.len)
+        # IPSTATS_MIB_OUTOCTETS with OUTTRANSMITS, per fragment: on 6.18 a packet that
+        # netfilter drops in OUTPUT or POSTROUTING counts no octets, and a 3000-byte
+        # send cut in three counts 3068.
         self.mib.ip.inc("OutTransmits")
+        self.mib.ipext.add("OutOctets", skb.len)
         self.to_device.append(skb)
 
     def expire_frags(self) -> None:

@@ -727,6 +727,8 @@ class Netfilter:
         self.ifname = ifname
         self.icmp_send = icmp_send
         self.trace = trace
+        # kfree_skb's destructor: the layer gives a dropped skb's socket memory back.
+        self.free: Callable[[SkBuff], None] = _no_free
         self.tables: dict[str, Table] = {name: Table(name, prio, hooks) for name, prio, hooks in _TABLES}
         # nf_hook_entries per hook, in priority order.
         self._hooks: list[list[Table]] = [
@@ -749,8 +751,9 @@ class Netfilter:
         hands skb and okfn to the queue, to go on when a verdict comes (or now, with
         --queue-bypass and no listener, or fail-open on a full queue).
 
-        Returns what nf_hook() returns once okfn has run: 0, or -EPERM when the packet
-        was dropped (ip_local_out hands that to udp_sendmsg, which fails with EPERM).
+        Returns what nf_hook() returns once okfn has run: okfn's int result (0 for
+        anything else), or -EPERM when the packet was dropped (ip_local_out hands that
+        to udp_sendmsg, which fails with EPERM).
         Whoever calls gives up skb: it belongs to okfn, the queue, or nobody."""
         state = _HookState(hook, indev, outdev, okfn, self._name(indev), self._name(outdev))
         self.trace(skb, _HOOK_TRACE[hook])
@@ -771,9 +774,12 @@ class Netfilter:
                     continue
                 return 0
             self.drops.drop(SkbDropReason.NETFILTER_DROP, "nf_hook_slow")
+            self.free(skb)
             return -E.EPERM
-        state.okfn(skb)
-        return 0
+        # NF_HOOK() returns what okfn returned (dst_output's -EPERM from the next hook,
+        # ip_fragment's -EMSGSIZE), for ip_send_skb.
+        ret = state.okfn(skb)
+        return ret if isinstance(ret, int) else 0
 
     def _do_table(self, table: Table, skb: SkBuff, state: _HookState) -> int:
         """ipt_do_table(): the hook's chain, jumps with a return stack, per-rule
@@ -867,6 +873,7 @@ class Netfilter:
             if ret == -E.ESRCH and verdict & NF_VERDICT_FLAG_QUEUE_BYPASS:
                 return 1
             self.drops.drop(SkbDropReason.NOT_SPECIFIED, "nf_queue")
+            self.free(skb)
         return 0
 
     def _reinject(self, entry: QueueEntry, verdict: int) -> None:
@@ -895,6 +902,7 @@ class Netfilter:
                     continue
                 return
             self.drops.drop(SkbDropReason.NOT_SPECIFIED, "nfqnl_reinject")
+            self.free(skb)
             return
 
     def _nf_iterate(self, skb: SkBuff, state: _HookState, i: int) -> tuple[int, int]:
@@ -1307,6 +1315,10 @@ def _tos_tg(t: TosTarget, skb: SkBuff, p: _Pkt) -> int:
     h[d + 10], h[d + 11] = check >> 8, check & 0xFF
     p.tos = nv
     return XT_CONTINUE
+
+
+def _no_free(skb: SkBuff) -> None:
+    return None
 
 
 def _transport_csum_ok(skb: SkBuff, p: _Pkt) -> bool:

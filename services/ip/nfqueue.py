@@ -220,7 +220,13 @@ class NfQueue:
         err = 0
         for seg in segs:
             if err == 0:
+                # The first segment queued takes over what the original owed its socket
+                # (until then the original keeps it, for the caller's drop to free).
+                if not queued:
+                    seg.wmem, skb.wmem = skb.wmem, 0
                 err = self._enqueue_one(inst, QueueEntry(seg, entry.state, entry.hook_index))
+                if err and not queued:
+                    skb.wmem, seg.wmem = seg.wmem, 0
             if err == 0:
                 queued += 1
         # The original became its segments; what could not be queued is lost with it,

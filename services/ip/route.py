@@ -48,6 +48,17 @@ RTCF_MULTICAST = 0x20000000
 RTCF_LOCAL = 0x80000000
 
 
+# include/uapi/linux/if.h
+IFF_UP = 0x1
+
+# A device the NIC has not described: up, and no offloads (the transport does all in
+# software).
+DEFAULT_DEV_FLAGS = IFF_UP
+DEFAULT_DEV_FEATURES = 0
+
+# (ifindex, name, mtu) or (ifindex, name, mtu, features, flags), as the NIC's links.
+DeviceSpec = tuple[int, str, int] | tuple[int, str, int, int, int]
+
 IGMP_ALL_HOSTS = 0xE0000001
 # ip_rt_get_dev(): what an input route to this host hangs on.
 LOOPBACK_MTU = 65536
@@ -78,9 +89,13 @@ class OutputRoute:
     mtu_locked: bool
     expires_ns: int
     route: FibRoute | None
+    # dst->dev->features of the output device.
+    dev_features: int = 0
 
     def dst(self) -> Dst:
-        return Dst(self.ifindex, self.gateway or self.daddr, self.mtu, self.type, self.flags)
+        return Dst(
+            self.ifindex, self.gateway or self.daddr, self.mtu, self.type, self.flags, self.dev_features
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +131,43 @@ class Router:
         # The layer's sysctl table (ip_forward, rp_filter, route.min_pmtu,
         # route.mtu_expires); a private default one until the layer hands its own.
         self.sysctl = sysctl if sysctl is not None else Sysctl()
-        # The devices (ifindex → mtu, ifindex → name) as the NIC reports them.
+        # The devices (ifindex → mtu, name, NETIF_F_* features, IFF_* flags) as the NIC
+        # reports them.
         self.mtus: dict[int, int] = {}
         self.names: dict[int, str] = {}
+        self.features: dict[int, int] = {}
+        self.flags: dict[int, int] = {}
         # Groups each device is a member of (ip_check_mc_rcu); all-hosts always.
         self.mc_groups: dict[int, set[int]] = {}
 
-    def set_devices(self, devices: Iterable[tuple[int, str, int]]) -> None:
-        """The NIC's devices (ifindex, name, mtu): names for `dev eth0` and rules'
-        iif/oif, MTUs for routes. A changed MTU flushes cached routes (genid)."""
-        changed = False
-        for ifindex, name, mtu in devices:
-            if self.names.get(ifindex) != name or self.mtus.get(ifindex) != mtu:
-                changed = changed or ifindex in self.mtus
+    def set_devices(self, devices: Iterable[DeviceSpec]) -> bool:
+        """The NIC's devices (ifindex, name, mtu[, features, flags]): names for `dev
+        eth0` and rules' iif/oif, MTUs and features for routes, flags for oif
+        lookups. A changed MTU flushes cached routes (genid), and so do changed
+        features: the kernel reads dst->dev->features at each send, a transport that
+        caches the route here must renew it. True when anything about any device
+        changed (or a device is new)."""
+        changed = flush = False
+        for dev in devices:
+            ifindex, name, mtu = dev[0], dev[1], dev[2]
+            if len(dev) == 5:
+                features, flags = dev[3], dev[4]
+            else:
+                features = self.features.get(ifindex, DEFAULT_DEV_FEATURES)
+                flags = self.flags.get(ifindex, DEFAULT_DEV_FLAGS)
+            old = (self.names.get(ifindex), self.mtus.get(ifindex), self.features.get(ifindex))
+            if old != (name, mtu, features) or self.flags.get(ifindex) != flags:
+                changed = True
+                known = ifindex in self.mtus
+                flush = flush or (known and (old[1] != mtu or old[2] != features))
                 self.names[ifindex] = name
                 self.mtus[ifindex] = mtu
+                self.features[ifindex] = features
+                self.flags[ifindex] = flags
         self.fib.rules.resolve(self.names)
-        if changed:
+        if flush:
             self.fib.changed()
+        return changed
 
     def ifindex(self, name: str) -> int:
         return next((i for i, n in self.names.items() if n == name), 0)
@@ -170,11 +204,14 @@ class Router:
         *,
         tos: int = 0,
         mark: int = 0,
+        scope: int = RT_SCOPE_UNIVERSE,
         now_ns: int | None = None,
     ) -> tuple[Dst, int]:
         """ip_route_output_key(): the route and source address for a flow, or RouteError
-        with the errno the kernel returns."""
-        rt = self.route_output(daddr, saddr, oif, tos=tos, mark=mark, now_ns=now_ns)
+        with the errno the kernel returns. scope is flowi4_scope: RT_SCOPE_LINK
+        (MSG_DONTROUTE, SO_DONTROUTE, a strict source route) takes only routes of
+        link scope or narrower, so a destination behind a gateway is ENETUNREACH."""
+        rt = self.route_output(daddr, saddr, oif, tos=tos, mark=mark, scope=scope, now_ns=now_ns)
         return rt.dst(), rt.saddr
 
     def route_output(
@@ -185,11 +222,12 @@ class Router:
         *,
         tos: int = 0,
         mark: int = 0,
+        scope: int = RT_SCOPE_UNIVERSE,
         now_ns: int | None = None,
         count: bool = True,
     ) -> OutputRoute:
         try:
-            return self._output_rt(daddr, saddr, oif, tos & 0xFC, mark, self._now(now_ns))
+            return self._output_rt(daddr, saddr, oif, tos & 0xFC, mark, self._now(now_ns), scope)
         except RouteError as err:
             # udp_sendmsg() and __ip4_datagram_connect() count every -ENETUNREACH of the
             # lookup; they run in another process, so the lookup counts for them.
@@ -204,8 +242,13 @@ class Router:
         rt = self.route_output(daddr, saddr, oif, tos=tos, mark=mark, count=False)
         return rt.dst(), rt.saddr
 
-    def _output_rt(self, daddr: int, saddr: int, oif: int, tos: int, mark: int, now: int) -> OutputRoute:
-        """ip_route_output_key_hash_rcu()."""
+    def _output_rt(
+        self, daddr: int, saddr: int, oif: int, tos: int, mark: int, now: int, scope: int = RT_SCOPE_UNIVERSE
+    ) -> OutputRoute:
+        """ip_route_output_key_hash_rcu(). flowi4_scope (scope) narrows the FIB lookup
+        (fib_table_lookup skips aliases whose scope is wider) and is the scope of the
+        source picked for a multicast destination on a given oif; the on-link guess
+        with an oif still applies when the narrowed lookup finds nothing."""
         fib = self.fib
         lo = fib.loopback_ifindex
         orig_oif = oif
@@ -228,20 +271,22 @@ class Router:
         if oif:
             if oif not in self.devices():
                 raise RouteError(errno.ENODEV)
+            if not self.flags.get(oif, DEFAULT_DEV_FLAGS) & IFF_UP:
+                raise RouteError(errno.ENETUNREACH)
             dev_out = oif
             if ipv4_is_local_multicast(daddr) or ipv4_is_lbcast(daddr):
                 saddr = saddr or self._select(oif, 0, RT_SCOPE_LINK)
                 return self._mkroute(daddr, saddr, dev_out, orig_oif, rtype, flags, None, now, mark)
             if not saddr:
                 if ipv4_is_multicast(daddr):
-                    saddr = self._select(oif, 0, RT_SCOPE_UNIVERSE)
+                    saddr = self._select(oif, 0, scope)
                 elif not daddr:
                     saddr = self._select(oif, 0, RT_SCOPE_HOST)
         if not daddr:
             daddr = saddr or INADDR_LOOPBACK
             saddr = saddr or INADDR_LOOPBACK
             return self._mkroute(daddr, saddr, lo, lo, RTN_LOCAL, RTCF_LOCAL, None, now, mark)
-        res, err = fib.fib_lookup(Flow(daddr, saddr, oif, lo, tos, mark))
+        res, err = fib.fib_lookup(Flow(daddr, saddr, oif, lo, tos, mark, scope))
         if err or res is None:
             if oif:
                 # "Apparently, routing tables are wrong. Assume, that the destination is
@@ -332,6 +377,7 @@ class Router:
             mtu_locked=locked,
             expires_ns=expires,
             route=route,
+            dev_features=self.features.get(dev_out, DEFAULT_DEV_FEATURES),
         )
 
     # Path MTU.

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
 from services.core.convert import drops_to_proto, skbs_from_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
-from services.core.skbuff import SkBuff
+from services.core.skbuff import SkBuff, dst_to_proto
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BatchQueue, messages
 from services.ip.control import IpControl
-from services.ip.fib import InIfaddr
+from services.ip.fib import RT_SCOPE_NOWHERE, InIfaddr
 from services.ip.layer import IpLayer
 from services.ip.nf_servicer import NetfilterServicer
-from services.ip.route import RouteError
+from services.ip.route import DeviceSpec, RouteError
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc, netfilter_pb2, netfilter_pb2_grpc
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
@@ -29,20 +29,24 @@ IFF_UP = 0x1  # include/uapi/linux/if.h
 ADDRS_CHANGED = object()
 Down = SkBuff | object
 
-# What goes up the Attach stream: a delivered datagram, or an ICMP error about one
-# the transport sent (skb, type, code, info).
-Up = SkBuff | tuple[SkBuff, int, int, int]
+
+class DevicesChanged:
+    """The message this rides in carries the whole device list."""
 
 
-def _attach_response(batch: list[Up], genid: int) -> ip_pb2.AttachResponse:
-    resp = ip_pb2.AttachResponse(fib_genid=genid)
-    for item in batch:
-        if isinstance(item, SkBuff):
-            resp.skbs.append(item.to_proto())
-        else:
-            skb, icmp_type, code, info = item
-            resp.errors.append(ip_pb2.IcmpError(skb=skb.to_proto(), type=icmp_type, code=code, info=info))
-    return resp
+class TxDone:
+    """Wakes the stream for transmit completions when nothing else is going up; every
+    message carries the completions gathered by the time it is built."""
+
+
+# What goes up the Attach stream: a delivered datagram, an ICMP error about one the
+# transport sent (skb, type, code, info), a transmit timestamp from the NIC (relayed
+# as it came), or a wake-up for devices or completions.
+Up = SkBuff | tuple[SkBuff, int, int, int] | skb_pb2.TxTimestamp | DevicesChanged | TxDone
+
+
+def _device_specs(links: Iterable[nic_pb2.Link]) -> list[DeviceSpec]:
+    return [(lk.ifindex, lk.name, lk.mtu, lk.features, lk.flags) for lk in links]
 
 
 class IpServicer(IpControl):
@@ -55,13 +59,49 @@ class IpServicer(IpControl):
         self.gate = AttachGate("a UDP layer")
         self._frag_timer: asyncio.Task[None] | None = None
         self._addrs_dirty = False
+        # A TxDone is on the up queue and has not been sent yet.
+        self._tx_done_queued = False
+
+    def _devices(self) -> list[ip_pb2.Device]:
+        r = self.layer.router
+        return [
+            ip_pb2.Device(
+                ifindex=i,
+                name=r.names[i],
+                mtu=r.mtus.get(i, 0),
+                features=r.features.get(i, 0),
+                flags=r.flags.get(i, 0),
+            )
+            for i in sorted(r.names)
+        ]
+
+    def _attach_response(self, batch: list[Up]) -> ip_pb2.AttachResponse:
+        resp = ip_pb2.AttachResponse(fib_genid=self.layer.fib.genid)
+        devices = False
+        for item in batch:
+            if isinstance(item, SkBuff):
+                resp.skbs.append(item.to_proto())
+            elif isinstance(item, tuple):
+                skb, icmp_type, code, info = item
+                resp.errors.append(ip_pb2.IcmpError(skb=skb.to_proto(), type=icmp_type, code=code, info=info))
+            elif isinstance(item, skb_pb2.TxTimestamp):
+                resp.tx_timestamps.append(item)
+            elif isinstance(item, DevicesChanged):
+                devices = True
+        if devices:
+            resp.devices.extend(self._devices())
+        self._tx_done_queued = False
+        resp.tx_done.extend(self.layer.tx_done.drain())
+        return resp
 
     # The NIC side.
 
     async def attach_nic(self, channel: grpc.aio.Channel, on_ready: Callable[[], object]) -> None:
         stub = nic_pb2_grpc.NicServiceStub(channel)
         links = await stub.ListLinks(nic_pb2.ListLinksRequest())
-        self.layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in links.links)
+        if self.layer.router.set_devices(_device_specs(links.links)) and self.links_known.is_set():
+            # A NIC that came back may have changed under us.
+            await self.up.put([DevicesChanged()])
         if not self.links_known.is_set():
             by_name = {link.name: link.ifindex for link in links.links}
             for label, address, prefixlen in self.addresses:
@@ -76,26 +116,36 @@ class IpServicer(IpControl):
         await on_ready()  # type: ignore[misc]
         async for resp in call:
             layer = self.layer
+            up: list[Up] = []
             if resp.links:
-                # The netdevice notifier (NETDEV_CHANGEMTU, UP, DOWN): routes through a
-                # device take its new MTU.
-                layer.router.set_devices((link.ifindex, link.name, link.mtu) for link in resp.links)
+                # The netdevice notifier (NETDEV_CHANGEMTU, UP, DOWN, FEAT_CHANGE):
+                # routes through a device take its new MTU and features, and the
+                # transport hears of the change.
+                if layer.router.set_devices(_device_specs(resp.links)):
+                    up.append(DevicesChanged())
                 for link in resp.links:
                     if not link.flags & IFF_UP:
                         # nfqnl_rcv_dev_event(NETDEV_DOWN): queued packets through it go.
                         layer.nf.queue.dev_drop(link.ifindex)
+            if resp.tx_done:
+                layer.tx_completed(resp.tx_done)
+            up.extend(resp.tx_timestamps)
             for skb in skbs_from_proto(resp.skbs, layer.drops, "ip_rcv"):
                 layer.ip_rcv(skb)
-            await self.flush()
+            await self.flush(up)
 
-    async def flush(self) -> None:
-        """Ship what the layer produced: deliveries and ICMP errors up, forwarded packets
-        and ICMP replies down. After every batch from either side and every NFQUEUE
+    async def flush(self, extra: list[Up] | None = None) -> None:
+        """Ship what the layer produced: deliveries, ICMP errors, transmit completions
+        (and `extra`: what the NIC sent for the transport) up, forwarded packets and
+        ICMP replies down. After every batch from either side and every NFQUEUE
         verdict."""
         layer = self.layer
-        up: list[Up] = [*layer.to_transport, *layer.to_transport_err]
+        up: list[Up] = [*(extra or ()), *layer.to_transport, *layer.to_transport_err]
         down: list[Down] = [*layer.to_device]
         layer.to_transport, layer.to_transport_err, layer.to_device = [], [], []
+        if layer.tx_done and not self._tx_done_queued:
+            up.append(TxDone())
+            self._tx_done_queued = True
         if up:
             await self.up.put(up)
         if down:
@@ -158,15 +208,15 @@ class IpServicer(IpControl):
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        genid = self.layer.fib
         async for resp in self.gate.serve(
             context,
             request_iterator,
             self.up,
             self._transmit,
-            lambda b: _attach_response(b, genid.genid),
-            # The first message tells the caller the FIB generation before any traffic.
-            first=ip_pb2.AttachResponse(fib_genid=genid.genid),
+            self._attach_response,
+            # The first message tells the caller the FIB generation and the devices
+            # before any traffic.
+            first=ip_pb2.AttachResponse(fib_genid=self.layer.fib.genid, devices=self._devices()),
         ):
             yield resp
 
@@ -176,18 +226,21 @@ class IpServicer(IpControl):
         for name in ("daddr", "saddr"):
             if getattr(request, name) > 0xFFFFFFFF:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is not an IPv4 address")
+        if request.scope > RT_SCOPE_NOWHERE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"scope {request.scope} is not a u8")
         genid = self.layer.fib.genid
         try:
-            dst, saddr = self.layer.router.output(request.daddr, request.saddr, request.oif)
+            dst, saddr = self.layer.router.output(
+                request.daddr,
+                request.saddr,
+                request.oif,
+                tos=request.tos,
+                mark=request.mark,
+                scope=request.scope,
+            )
         except RouteError as err:
             return ip_pb2.RouteOutputResponse(errno=err.errno, fib_genid=genid)
-        return ip_pb2.RouteOutputResponse(
-            dst=skb_pb2.Dst(
-                ifindex=dst.ifindex, nexthop=dst.nexthop, mtu=dst.mtu, rt_type=dst.rt_type, flags=dst.flags
-            ),
-            saddr=saddr,
-            fib_genid=genid,
-        )
+        return ip_pb2.RouteOutputResponse(dst=dst_to_proto(dst), saddr=saddr, fib_genid=genid)
 
     async def GetStats(
         self, request: ip_pb2.GetStatsRequest, context: grpc.aio.ServicerContext

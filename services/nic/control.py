@@ -48,6 +48,7 @@ def link_to_proto(layer: NicLayer, dev: NetDevice) -> nic_pb2.Link:
         qdisc=qdisc,
         rps_cpus=dev.rps_cpus,
         napi_weight=dev.napi.weight if dev.napi is not None else 0,
+        features=dev.features.mask(),
         stats=nic_pb2.LinkStats(
             rx_packets=s.rx_packets,
             tx_packets=s.tx_packets,
@@ -209,7 +210,9 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
         dev = await self._dev(request.device, context)
         if dev is None:
             return nic_pb2.SetFeaturesResponse(**_enodev(request.device))
-        msg = dev.features.set(dict(request.features))
+        msg = self.layer.set_features(dev, dict(request.features))
+        # netdev_features_change(): NETDEV_FEAT_CHANGE goes up like any device change.
+        self.changed()
         if msg is not None:
             return nic_pb2.SetFeaturesResponse(
                 errno=errno.EOPNOTSUPP, message=msg, features=self._features(dev)

@@ -11,6 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.core.netdev import (
+    NETIF_F_GRO,
+    NETIF_F_GRO_FRAGLIST,
+    NETIF_F_GRO_UDP_FWD,
+    NETIF_F_GSO,
+    NETIF_F_GSO_UDP_L4,
+    NETIF_F_HW_CSUM,
+    NETIF_F_LOOPBACK,
+    NETIF_F_RXCSUM,
+    NETIF_F_SG,
+)
+
 # Feature strings (net/ethtool/common.c netdev_features_strings), the ones the emulated
 # devices model.
 RX_CHECKSUM = "rx-checksum"
@@ -22,6 +34,19 @@ RX_GRO = "rx-gro"
 RX_UDP_GRO_FWD = "rx-udp-gro-forwarding"
 RX_GRO_LIST = "rx-gro-list"
 LOOPBACK = "loopback"
+
+# netdev_features_strings[]: each feature string is the name of one NETIF_F_* bit.
+FEATURE_BITS: dict[str, int] = {
+    RX_CHECKSUM: NETIF_F_RXCSUM,
+    TX_CSUM: NETIF_F_HW_CSUM,
+    TX_SG: NETIF_F_SG,
+    TX_GSO: NETIF_F_GSO,
+    TX_UDP_SEG: NETIF_F_GSO_UDP_L4,
+    RX_GRO: NETIF_F_GRO,
+    RX_UDP_GRO_FWD: NETIF_F_GRO_UDP_FWD,
+    RX_GRO_LIST: NETIF_F_GRO_FRAGLIST,
+    LOOPBACK: NETIF_F_LOOPBACK,
+}
 
 # ethtool's old names and group names (ethtool.c off_flag_def) → the feature strings
 # they switch.
@@ -82,6 +107,13 @@ class Features:
 
     def __contains__(self, name: str) -> bool:
         return name in self.active
+
+    def mask(self) -> int:
+        """dev->features: the active features as NETIF_F_* bits."""
+        bits = 0
+        for name in self.active:
+            bits |= FEATURE_BITS[name]
+        return bits
 
     def set(self, changes: dict[str, bool]) -> str | None:
         """ethtool -K: apply changes by any ethtool name; an error message for an

@@ -9,6 +9,16 @@ Transmit: dev_queue_xmit() → the neighbour (ARP) → the qdisc → validate_xm
 the driver's start_xmit → the TX ring, which the link drains (loopback_xmit for lo).
 The caller owns the asyncio side: it feeds frames and transmit batches in, runs poll()
 while softirq_pending(), drains the TX rings and fires the timers it is told about.
+
+Transmit completions: an skb a socket was charged for (skb.wmem) gives the charge back
+in `tx_done` where the kernel's sock_wfree would run: when its frame leaves the TX ring
+(the link took it), in loopback_xmit's skb_orphan, or where it is dropped. On the way
+the charge rides on the skb, then on its last frame (in netem, on the ring), so a
+socket's memory stays charged while its datagrams wait in the arp_queue, the qdisc or
+the ring: that is the backpressure sk_sndbuf works with. A datagram the qdisc refuses
+(NET_XMIT_DROP) or that no neighbour entry could be made for also counts as the
+-ENOBUFS ip_send_skb would return; the noop qdisc of a device without carrier or down
+answers NET_XMIT_CN, and netem's loss NET_XMIT_SUCCESS, which the sender never sees.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from services.core.wire.ethernet import (
     is_multicast_ether_addr,
 )
 from services.core.wire.ipv4 import IPPROTO_UDP
+from services.core.wmem import TxCompletions, take_charge
 from services.nic.capture import Taps
 from services.nic.device import (
     ETH_MAX_MTU,
@@ -71,6 +82,7 @@ from services.nic.xmit import (
     SKBTX_SCHED_TSTAMP,
     SKBTX_SW_TSTAMP,
     PfifoFast,
+    TxDesc,
     hard_start_xmit,
     validate_xmit_skb,
     wants_hw_tstamp,
@@ -140,12 +152,15 @@ class NicLayer:
         self.gro = {d.ifindex: Gro(self.drops) for d in self.devices.values() if d.napi is not None}
         self.qdiscs = {d.ifindex: PfifoFast() for d in self.devices.values() if not d.is_loopback}
         self.netem: dict[int, Netem] = {}
-        self.tx_ring: dict[int, deque[bytes]] = {d.ifindex: deque() for d in self.devices.values()}
+        self.tx_ring: dict[int, deque[TxDesc]] = {d.ifindex: deque() for d in self.devices.values()}
+        # sock_wfree() of every skb freed here, for the owning sockets.
+        self.tx_done = TxCompletions()
         self.neigh = NeighTable(
             self.drops,
             clock=lambda: mono() / 1e9,
             send_frame=self._xmit_frame,
             xmit_resolved=self._neigh_resolved,
+            free=self.tx_done.add,
         )
         self.taps = Taps()
         # Filled during a call, drained by the caller: skbs for IP, transmit timestamps
@@ -153,6 +168,9 @@ class NicLayer:
         self._delivered: list[SkBuff] = []
         self.tx_timestamps: list[tuple[SkBuff, int]] = []
         self.link_events: set[int] = set()
+        # The datagram (sk, id, saddr, daddr, protocol) whose fragment a qdisc last
+        # refused: its other fragments add no -ENOBUFS (see _enobufs).
+        self._refused_frag: tuple[int, bytes] | None = None
 
     def dev_by_name(self, name: str) -> NetDevice | None:
         for dev in self.devices.values():
@@ -378,21 +396,26 @@ class NicLayer:
         dev = self.devices.get(dst.ifindex) if dst is not None else None
         if dev is None or dst is None:
             self.drops.drop(SkbDropReason.NOT_SPECIFIED, "dev_queue_xmit")
+            self.tx_done.add(skb)
             return
         skb.dev_ifindex = dev.ifindex
         if not dev.is_up:
-            # __dev_queue_xmit() on a device that is down: -ENETDOWN, freed.
+            # __dev_queue_xmit() on a device that is down: its queue has the noop qdisc
+            # (dev_deactivate), whose enqueue frees the skb and answers NET_XMIT_CN.
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit")
+            self.tx_done.add(skb)
             return
         if dev.flags & (IFF_NOARP | IFF_LOOPBACK):
             # arp_constructor(): a NOARP or loopback device's neighbour is its own address.
             self._neigh_resolved(dev, skb, dev.dev_addr)
             return
         if not dev.carrier:
-            # No carrier: dev_deactivate() left the noop qdisc, whose enqueue drops.
+            # No carrier: dev_deactivate() left the noop qdisc, whose enqueue drops
+            # and answers NET_XMIT_CN (net_xmit_errno() 0: the sender sees success).
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue")
+            self.tx_done.add(skb)
             return
         lladdr = self.neigh.output(dev, dst.nexthop, skb)
         if lladdr is not None:
@@ -425,33 +448,65 @@ class NicLayer:
         if not dev.is_up:
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit")
+            self.tx_done.add(skb)
             return
         if skb.tx_flags & SKBTX_SCHED_TSTAMP and skb.sk:
             self._tstamp_tx(skb, SCM_TSTAMP_SCHED, 0)
         if dev.is_loopback:
+            # lo segments nothing (every offload is on) and has no queue: each piece
+            # goes straight to loopback_xmit, which orphans it.
             for seg in validate_xmit_skb(skb, dev):
                 self.loopback_xmit(seg, dev)
+            self.tx_done.add(skb)
             return
         if not dev.carrier:
             dev.stats.tx_dropped += 1
             self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue")
+            self.tx_done.add(skb)
             return
         netem = self.netem.get(dev.ifindex)
         if netem is not None:
             now = self.mono()
-            for frame in self._driver_xmit(dev, skb):
+            refused = False
+            for desc in self._driver_xmit(dev, skb):
                 before = netem.stats.lost
-                if not netem.enqueue(frame, now):
+                if not netem.enqueue(desc.frame, now, desc.charge):
+                    # netem_enqueue(): a lost frame is NET_XMIT_SUCCESS | __NET_XMIT_BYPASS,
+                    # a full queue qdisc_drop_all()'s NET_XMIT_DROP.
                     lost = netem.stats.lost > before
                     self.drops.drop(
                         SkbDropReason.QDISC_DROP if lost else SkbDropReason.QDISC_OVERLIMIT, "netem_enqueue"
                     )
+                    refused = refused or not lost
+                    self.tx_done.release_charge(desc.charge)
+            if refused and self._enobufs(skb):
+                self.tx_done.release(skb.sk, 0, 1)
             self.netem_run(dev)
             return
         if not self.qdiscs[dev.ifindex].enqueue(skb, dev.txqueuelen):
+            # pfifo_fast_enqueue() → qdisc_drop_cpu(): NET_XMIT_DROP, -ENOBUFS for the
+            # sender (net_xmit_errno).
             self.drops.drop(SkbDropReason.QDISC_DROP, "pfifo_fast_enqueue")
+            self.tx_done.add(skb, enobufs=self._enobufs(skb))
             return
         self.qdisc_run(dev)
+
+    def _enobufs(self, skb: SkBuff) -> bool:
+        """Is this refusal the -ENOBUFS of a datagram not yet counted? ip_do_fragment()
+        stops at the first fragment the device refuses and returns its error, so a
+        datagram fails once however many of its fragments the qdisc turns away here
+        (where they all arrive, the IP layer having cut them in another process)."""
+        nh = skb.network_header
+        if not skb.sk or nh == HEADER_UNSET or nh + 20 > skb.tail:
+            return bool(skb.sk)
+        hdr = bytes(skb.head[nh : nh + 20])
+        if not int.from_bytes(hdr[6:8], "big") & 0x3FFF:
+            return True
+        key = (skb.sk, hdr[4:6] + hdr[9:10] + hdr[12:20])
+        if key == self._refused_frag:
+            return False
+        self._refused_frag = key
+        return True
 
     def qdisc_run(self, dev: NetDevice) -> None:
         """__qdisc_run(): move skbs from the qdisc to the driver while the TX ring has
@@ -474,20 +529,26 @@ class NicLayer:
         """netem_dequeue(): the frames whose time has come go onto the TX ring."""
         netem = self.netem.get(dev.ifindex)
         if netem is not None:
-            self.tx_ring[dev.ifindex].extend(netem.dequeue(self.mono()))
+            self.tx_ring[dev.ifindex].extend(TxDesc(f, c) for f, c in netem.dequeue_charged(self.mono()))
 
     def next_netem_deadline(self) -> int | None:
         due = [t for t in (n.next_deadline() for n in self.netem.values()) if t is not None]
         return min(due) if due else None
 
-    def _driver_xmit(self, dev: NetDevice, skb: SkBuff) -> list[bytes]:
-        """dev_hard_start_xmit(): validate, then the driver: frames, stats, taps and
-        the transmit timestamps (skb_tx_timestamp and the hardware's)."""
+    def _driver_xmit(self, dev: NetDevice, skb: SkBuff) -> list[TxDesc]:
+        """dev_hard_start_xmit(): validate, then per piece the taps
+        (dev_queue_xmit_nit(), which see it as the driver gets it: a GSO skb whole, a
+        checksum the hardware will finish still partial) and the driver: frames,
+        stats and the transmit timestamps (skb_tx_timestamp and the hardware's). The
+        skb's charge rides on its last frame until the link takes it."""
+        charge = take_charge(skb)
         frames: list[bytes] = []
         for seg in validate_xmit_skb(skb, dev):
             hw = wants_hw_tstamp(seg, dev)
             if hw:
                 seg.tx_flags |= SKBTX_IN_PROGRESS
+            if self.taps:
+                self.taps.deliver(dev.ifindex, self.realtime(), PACKET_OUTGOING, _frame_of(seg))
             out = hard_start_xmit(seg, dev)
             if seg.sk and seg.tx_flags & SKBTX_SW_TSTAMP:
                 self._tstamp_tx(seg, SCM_TSTAMP_SND, 0)
@@ -496,21 +557,35 @@ class NicLayer:
                 self._tstamp_tx(seg, SCM_TSTAMP_SND, self.realtime())
             dev.stats.tx_packets += len(out)
             dev.stats.tx_bytes += sum(map(len, out))
-            if self.taps:
-                now = self.realtime()
-                for frame in out:
-                    self.taps.deliver(dev.ifindex, now, PACKET_OUTGOING, frame)
             frames.extend(out)
-        return frames
+        if not frames:
+            self.tx_done.release_charge(charge)
+            return []
+        descs = [TxDesc(f, None) for f in frames]
+        descs[-1] = TxDesc(frames[-1], charge)
+        return descs
 
     def take_tx(self, dev: NetDevice) -> list[bytes]:
-        """The link takes every frame on the TX ring; their completion frees the ring,
-        which the qdisc refills for the next take."""
+        """The link takes every frame on the TX ring; their completion frees the ring
+        (and the skbs: sock_wfree), which the qdisc refills for the next take."""
         ring = self.tx_ring[dev.ifindex]
-        out = list(ring)
-        ring.clear()
+        out = [d.frame for d in ring]
+        self._free_ring(ring)
         self.qdisc_run(dev)
         return out
+
+    def _free_ring(self, ring: deque[TxDesc]) -> None:
+        for desc in ring:
+            self.tx_done.release_charge(desc.charge)
+        ring.clear()
+
+    def tx_ring_clear(self, dev: NetDevice) -> int:
+        """The link went away with frames still on the ring: they are freed. Returns
+        how many."""
+        ring = self.tx_ring[dev.ifindex]
+        n = len(ring)
+        self._free_ring(ring)
+        return n
 
     def carrier_lost(self, dev: NetDevice, frames: int) -> None:
         """Frames the link could not deliver because it went away."""
@@ -536,7 +611,9 @@ class NicLayer:
             self.taps.deliver(dev.ifindex, self.realtime(), PACKET_OUTGOING, _frame_of(skb))
         # skb_clear_tstamp(): do not fool net_timestamp_check() with the send time.
         skb.tstamp = 0
-        skb.sk = 0  # skb_orphan()
+        # skb_orphan(): sock_wfree now; the skb goes up owing nothing.
+        self.tx_done.add(skb)
+        skb.sk = 0
         if skb.len < ETH_HLEN:
             dev.stats.rx_errors += 1
             self.drops.drop(SkbDropReason.PKT_TOO_SMALL, "eth_type_trans")
@@ -621,13 +698,15 @@ class NicLayer:
             lost = qdisc.reset()
             if lost:
                 self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost))
+            for skb in lost:
+                self.tx_done.add(skb)
         netem = self.netem.get(dev.ifindex)
         if netem is not None:
             self._netem_reset(netem)
         ring = self.tx_ring[dev.ifindex]
         if ring:
             self.drops.drop(SkbDropReason.DEV_READY, "tx ring freed", len(ring))
-            ring.clear()
+            self._free_ring(ring)
         if dev.napi is not None and dev.napi.ring:
             self.drops.drop(SkbDropReason.DEV_READY, "rx ring freed", len(dev.napi.ring))
             dev.napi.ring.clear()
@@ -635,9 +714,11 @@ class NicLayer:
 
     def _netem_reset(self, netem: Netem) -> None:
         """netem_reset(): what the qdisc held is freed and counted."""
-        lost = netem.drain()
+        lost = netem.drain_charged()
         if lost:
             self.drops.drop(SkbDropReason.QDISC_DROP, "qdisc_reset", len(lost))
+        for _, charge in lost:
+            self.tx_done.release_charge(charge)
 
     def set_carrier(self, dev: NetDevice, on: bool) -> None:
         """netif_carrier_on/off from the link."""
@@ -674,6 +755,16 @@ class NicLayer:
         if rx_frames is not None:
             napi.rx_max_frames = rx_frames
         return 0, ""
+
+    def set_features(self, dev: NetDevice, changes: dict[str, bool]) -> str | None:
+        """ethtool -K (ethnl_set_features → netdev_update_features): None or the
+        message of a refused change. A change of the active set is NETDEV_FEAT_CHANGE:
+        the device goes up to IP like any other change."""
+        before = dev.features.mask()
+        msg = dev.features.set(changes)
+        if dev.features.mask() != before:
+            self.link_events.add(dev.ifindex)
+        return msg
 
     def set_hwtstamp(self, dev: NetDevice, tx_type: int, rx_filter: int) -> tuple[int, str]:
         """The driver's SIOCSHWTSTAMP: ERANGE for a type it does not do."""

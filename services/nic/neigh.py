@@ -12,7 +12,17 @@ Ownership: output() either returns the destination MAC (the skb stays the caller
 keeps the skb. A kept skb ends exactly once: handed to xmit_resolved, or counted in
 `drops` under its reason (NEIGH_QUEUEFULL when the arp_queue overflows, NEIGH_FAILED
 when resolution fails or the entry is deleted, QUEUE_PURGE when the entry is destroyed
-under it). NEIGH_CREATEFAIL counts an skb for which no entry could be made.
+under it). NEIGH_CREATEFAIL counts an skb for which no entry could be made. Every skb
+the table frees is also handed to `free` (kfree_skb runs the owning socket's
+destructor), with enobufs set for NEIGH_CREATEFAIL, the one drop ip_finish_output2
+turns into an error for the sender (-ENOBUFS from __neigh_create).
+
+An skb with dst_pending_confirm (MSG_CONFIRM) confirms its neighbour before output, as
+sock_confirm_neigh() → neigh_confirm() does in ip_finish_output2: confirmed = now, so a
+DELAY entry whose timer then finds it confirmed within delay_first_probe_time goes back
+to REACHABLE without a probe. The kernel's timer wheel fires a timer at least a jiffy
+after its expiry, so there a confirmation in the very jiffy the entry went from STALE
+to DELAY does not count; here timers are punctual and it does.
 
 Loopback and IFF_NOARP devices never use the table: arp_constructor gives their
 neighbours NUD_NOARP with the device's own address, which the caller uses directly.
@@ -242,15 +252,18 @@ class NeighTable:
         xmit_resolved: Callable[[NetDevice, SkBuff, bytes], None],
         rng: random.Random | None = None,
         link_failure: Callable[[NetDevice, SkBuff], None] | None = None,
+        free: Callable[[SkBuff, bool], None] | None = None,
     ) -> None:
         """link_failure, when given, sees each held skb of a neighbour that failed just
         before it is counted dropped: arp_error_report's dst_link_failure, where the IP
-        layer sends ICMP host unreachable to the skb's source."""
+        layer sends ICMP host unreachable to the skb's source. free, when given, sees
+        every skb the table drops (and whether the sender gets -ENOBUFS for it)."""
         self._drops = drops
         self._clock = clock
         self._send_frame = send_frame
         self._xmit_resolved = xmit_resolved
         self._link_failure = link_failure
+        self._free = free if free is not None else _no_free
         self._rng = rng if rng is not None else random.Random()
         self.parms = NeighParms()
         self.stats = NeighStatistics()
@@ -342,7 +355,11 @@ class NeighTable:
             n = self._create(dev, nexthop, now, exempt_from_gc=False)
             if n is None:
                 self._drops.drop(SkbDropReason.NEIGH_CREATEFAIL, "ip_finish_output2")
+                self._free(skb, True)
                 return None
+        if skb.dst_pending_confirm:
+            # sock_confirm_neigh() → neigh_confirm().
+            n.confirmed = now
         if n.state & NUD_CONNECTED and n.hh:
             # neigh_hh_output(): the cached header, no neigh_event_send.
             return n.ha
@@ -714,6 +731,7 @@ class NeighTable:
                 return False
             if skb is not None:
                 self._drops.drop(SkbDropReason.NEIGH_DEAD, "__neigh_event_send")
+                self._free(skb, False)
             return True
         p = self.parms
         immediate_probe = False
@@ -731,6 +749,7 @@ class NeighTable:
                 n.updated = now
                 if skb is not None:
                     self._drops.drop(SkbDropReason.NEIGH_FAILED, "__neigh_event_send")
+                    self._free(skb, False)
                 return True
         elif n.state & NUD_STALE:
             self._del_timer(n)
@@ -746,6 +765,7 @@ class NeighTable:
                     old = n.arp_queue.popleft()
                     n.arp_queue_len_bytes -= old.truesize
                     self._drops.drop(SkbDropReason.NEIGH_QUEUEFULL, "__neigh_event_send")
+                    self._free(old, False)
                     self.stats.unresolved_discards += 1
                 n.arp_queue.append(skb)
                 n.arp_queue_len_bytes += skb.truesize
@@ -826,7 +846,7 @@ class NeighTable:
                 self._xmit_resolved(n.dev, skb, lladdr)
         if n.arp_queue:
             self._drops.drop(SkbDropReason.QUEUE_PURGE, "__neigh_update", len(n.arp_queue))
-            n.arp_queue.clear()
+            self._purge(n)
         n.arp_queue_len_bytes = 0
 
     def _invalidate(self, n: _Neighbour, now: int) -> None:
@@ -838,9 +858,10 @@ class NeighTable:
             if self._link_failure is not None:
                 self._link_failure(n.dev, skb)
             self._drops.drop(SkbDropReason.NEIGH_FAILED, "arp_error_report")
+            self._free(skb, False)
         if n.arp_queue:
             self._drops.drop(SkbDropReason.QUEUE_PURGE, "neigh_invalidate", len(n.arp_queue))
-            n.arp_queue.clear()
+            self._purge(n)
         n.arp_queue_len_bytes = 0
 
     def _probe(self, n: _Neighbour) -> None:
@@ -985,9 +1006,14 @@ class NeighTable:
         self._del_timer(n)
         if n.arp_queue:
             self._drops.drop(SkbDropReason.QUEUE_PURGE, "neigh_destroy", len(n.arp_queue))
-            n.arp_queue.clear()
+            self._purge(n)
         n.arp_queue_len_bytes = 0
         self.stats.destroys += 1
+
+    def _purge(self, n: _Neighbour) -> None:
+        """__skb_queue_purge(&neigh->arp_queue): every held skb is freed."""
+        while n.arp_queue:
+            self._free(n.arp_queue.popleft(), False)
 
     def _update_gc_list(self, n: _Neighbour) -> None:
         """neigh_update_gc_list(): PERMANENT entries are exempt from the forced gc."""
@@ -1073,6 +1099,10 @@ class NeighTable:
         if reach is None:
             reach = self._dev_reach[ifindex] = self._rand_reach()
         return reach
+
+
+def _no_free(skb: SkBuff, enobufs: bool) -> None:
+    return None
 
 
 def _ip_saddr(skb: SkBuff) -> int | None:

@@ -28,6 +28,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from services.core.wmem import WmemCharge
+
 U32_MAX: Final = 0xFFFF_FFFF
 U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
 S64_MAX: Final = 0x7FFF_FFFF_FFFF_FFFF
@@ -169,42 +171,48 @@ class Netem:
         self._rate = config.rate_bps // 8  # bytes per second, as tc's get_rate64()
         self._counter = 0
         # sch->q: reordered frames, put at the head (__qdisc_enqueue_head), so the last
-        # one in is the first out. Entries are (time_to_send, frame).
-        self._head_q: deque[tuple[int, bytes]] = deque()
+        # one in is the first out. Entries are (time_to_send, frame, charge): the
+        # socket memory the frame's skb still holds (sock_wfree runs when it leaves).
+        self._head_q: deque[tuple[int, bytes, WmemCharge | None]] = deque()
         # The tfifo (t_head..t_tail list plus t_root rbtree). Together they hand frames
         # out by time_to_send, equal times in arrival order: the rbtree sends ties right
         # and netem_peek() prefers t_head on a tie, and a list frame can only tie with a
         # tree frame if it was queued first. A heap keyed (time_to_send, arrival) is
         # that order.
-        self._tfifo: list[tuple[int, int, bytes]] = []
+        self._tfifo: list[tuple[int, int, bytes, WmemCharge | None]] = []
         self._tfifo_last: int | None = None  # the latest time_to_send in the tfifo
         self._arrival = itertools.count()
 
-    def enqueue(self, frame: bytes, now_ns: int) -> bool:
+    def enqueue(self, frame: bytes, now_ns: int, charge: WmemCharge | None = None) -> bool:
         """netem_enqueue(). False when the frame was dropped (lost, or the queue full);
-        stats counts it. True when it was queued, whatever became of a duplicate."""
-        return self._enqueue(frame, now_ns, is_duplicate=False)
+        stats counts it, and the caller frees its charge. True when it was queued,
+        whatever became of a duplicate (a clone, which owes its socket nothing)."""
+        return self._enqueue(frame, now_ns, charge, is_duplicate=False)
 
     def dequeue(self, now_ns: int) -> list[bytes]:
         """netem_dequeue() until it returns NULL: the reordered frames first, newest
         first, then tfifo frames whose time_to_send has come."""
-        out: list[bytes] = []
+        return [frame for frame, _ in self.dequeue_charged(now_ns)]
+
+    def dequeue_charged(self, now_ns: int) -> list[tuple[bytes, WmemCharge | None]]:
+        """dequeue(), each frame with the charge it was queued with."""
+        out: list[tuple[bytes, WmemCharge | None]] = []
         while True:
             if self._head_q:
-                _, frame = self._head_q.popleft()
+                _, frame, charge = self._head_q.popleft()
             elif self._tfifo and self._tfifo[0][0] <= now_ns:
-                _, _, frame = heapq.heappop(self._tfifo)
+                _, _, frame, charge = heapq.heappop(self._tfifo)
                 if not self._tfifo:
                     self._tfifo_last = None
             else:
                 return out
             self._account_dequeue(frame)
-            out.append(frame)
+            out.append((frame, charge))
 
     def next_deadline(self) -> int | None:
         """The earliest time_to_send queued, for the caller's timer (the qdisc watchdog).
         Reordered frames are due at once; theirs is the time they were queued."""
-        times = [t for t, _ in self._head_q]
+        times = [t for t, _, _ in self._head_q]
         if self._tfifo:
             times.append(self._tfifo[0][0])
         return min(times, default=None)
@@ -213,8 +221,12 @@ class Netem:
         """netem_reset(): qdisc_reset_queue() and tfifo_reset() free everything queued
         without counting a drop; the frames come back, in send order, for the caller to
         account. q->counter survives a reset, as in the kernel."""
-        frames = [frame for _, frame in self._head_q]
-        frames += [frame for _, _, frame in sorted(self._tfifo)]
+        return [frame for frame, _ in self.drain_charged()]
+
+    def drain_charged(self) -> list[tuple[bytes, WmemCharge | None]]:
+        """drain(), each frame with the charge it was queued with."""
+        frames = [(frame, charge) for _, frame, charge in self._head_q]
+        frames += [(frame, charge) for _, _, frame, charge in sorted(self._tfifo, key=lambda e: e[:2])]
         self._head_q.clear()
         self._tfifo.clear()
         self._tfifo_last = None
@@ -222,7 +234,7 @@ class Netem:
         self.stats.backlog_bytes = 0
         return frames
 
-    def _enqueue(self, frame: bytes, now: int, *, is_duplicate: bool) -> bool:
+    def _enqueue(self, frame: bytes, now: int, charge: WmemCharge | None, *, is_duplicate: bool) -> bool:
         count = 1
         # "Random duplication"; skb2->tc_depth++ keeps a duplicate from duplicating.
         if self._duplicate and not is_duplicate and self._duplicate >= self._random_u32():
@@ -259,7 +271,7 @@ class Netem:
             # netem_enqueue() again (its own loss, corruption and limit check) before the
             # original is queued. That check has not counted the original yet, so the
             # queue can end one frame over the limit, as the kernel's can.
-            self._enqueue(duplicate, now, is_duplicate=True)
+            self._enqueue(duplicate, now, None, is_duplicate=True)
 
         self.stats.backlog_bytes += len(frame)
         self.stats.qlen += 1
@@ -274,11 +286,11 @@ class Netem:
                     now = last
                 delay += self._packet_time_ns(len(frame))
             self._counter += 1
-            self._tfifo_enqueue(now + delay, frame)
+            self._tfifo_enqueue(now + delay, frame, charge)
         else:
             # "Do re-ordering by putting one out of N packets at the front of the queue."
             self._counter = 0
-            self._head_q.appendleft((now, frame))
+            self._head_q.appendleft((now, frame, charge))
             self.stats.reordered += 1
         return True
 
@@ -306,9 +318,9 @@ class Netem:
             times.append(self._tfifo_last)
         return max(times, default=None)
 
-    def _tfifo_enqueue(self, time_to_send: int, frame: bytes) -> None:
+    def _tfifo_enqueue(self, time_to_send: int, frame: bytes, charge: WmemCharge | None) -> None:
         """tfifo_enqueue()."""
-        heapq.heappush(self._tfifo, (time_to_send, next(self._arrival), frame))
+        heapq.heappush(self._tfifo, (time_to_send, next(self._arrival), frame, charge))
         if self._tfifo_last is None or time_to_send > self._tfifo_last:
             self._tfifo_last = time_to_send
 

@@ -23,6 +23,7 @@ from services.nic.device import KIND_TAP, KIND_WIRE, NetDevice
 from services.nic.layer import NicLayer
 from services.nic.tap import TapLink
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
+from stackemu.skb.v1 import skb_pb2
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,12 @@ class LinkChange:
     link: nic_pb2.Link
 
 
-UpItem = SkBuff | TxStamp | LinkChange
+class TxDone:
+    """Wakes the stream for transmit completions when nothing else is going up; every
+    message carries the completions gathered by the time it is built."""
 
 
-def _up_message(batch: list[UpItem]) -> nic_pb2.AttachResponse:
-    resp = nic_pb2.AttachResponse(skbs=skbs_to_proto([x for x in batch if isinstance(x, SkBuff)]))
-    for x in batch:
-        if isinstance(x, TxStamp):
-            resp.tx_timestamps.append(nic_pb2.TxTimestamp(skb=x.skb.to_proto(), tstype=x.tstype))
-        elif isinstance(x, LinkChange):
-            resp.links.append(x.link)
-    return resp
+UpItem = SkBuff | TxStamp | LinkChange | TxDone
 
 
 class NicServicer(NicControl):
@@ -64,6 +60,19 @@ class NicServicer(NicControl):
         self.wire_ready: dict[int, asyncio.Event] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
+        # A TxDone is on the up queue and has not been sent yet.
+        self._tx_done_queued = False
+
+    def _up_message(self, batch: list[UpItem]) -> nic_pb2.AttachResponse:
+        resp = nic_pb2.AttachResponse(skbs=skbs_to_proto([x for x in batch if isinstance(x, SkBuff)]))
+        for x in batch:
+            if isinstance(x, TxStamp):
+                resp.tx_timestamps.append(skb_pb2.TxTimestamp(skb=x.skb.to_proto(), tstype=x.tstype))
+            elif isinstance(x, LinkChange):
+                resp.links.append(x.link)
+        self._tx_done_queued = False
+        resp.tx_done.extend(self.layer.tx_done.drain())
+        return resp
 
     # The softirq, timers and links: everything after an event runs through kick().
 
@@ -100,9 +109,17 @@ class NicServicer(NicControl):
         if layer.link_events:
             items += [LinkChange(link_to_proto(layer, layer.devices[i])) for i in sorted(layer.link_events)]
             layer.link_events = set()
-        if items and not self.up.put_nowait(items):
-            # IP is not reading: the notifications are lost, not queued without bound.
+        wake = bool(layer.tx_done) and not self._tx_done_queued
+        if wake:
+            items.append(TxDone())
+        if not items:
+            return
+        if not self.up.put_nowait(items):
+            # IP is not reading: the notifications are lost, not queued without bound
+            # (completions stay gathered for the next message that goes).
             log.warning("up queue full, %d notifications lost", len(items))
+        elif wake:
+            self._tx_done_queued = True
 
     def _arm_timer(self) -> None:
         layer = self.layer
@@ -158,7 +175,9 @@ class NicServicer(NicControl):
     async def Attach(
         self, request_iterator: AsyncIterator[nic_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[nic_pb2.AttachResponse]:
-        async for resp in self.gate.serve(context, request_iterator, self.up, self._transmit, _up_message):
+        async for resp in self.gate.serve(
+            context, request_iterator, self.up, self._transmit, self._up_message
+        ):
             yield resp
 
     # The wire: frames from a peer NIC.
@@ -223,8 +242,7 @@ class NicServicer(NicControl):
                 finally:
                     if dev.carrier:
                         self.layer.set_carrier(dev, False)
-                        stranded = len(self.layer.tx_ring[dev.ifindex]) + in_flight
-                        self.layer.tx_ring[dev.ifindex].clear()
+                        stranded = self.layer.tx_ring_clear(dev) + in_flight
                         if stranded:
                             self.layer.carrier_lost(dev, stranded)
                         self.kick()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.core.gso import skb_checksum_help, skb_gso_segment
 from services.core.skbuff import CHECKSUM_PARTIAL, SKB_GSO_UDP_L4, SkBuff
 from services.core.wire.ethernet import ETH_ZLEN
+from services.core.wmem import WmemCharge
 from services.nic.device import HWTSTAMP_TX_ON, NetDevice
 from services.nic.features import TX_CSUM, TX_SG, TX_UDP_SEG
 
@@ -27,6 +29,14 @@ SKBTX_SCHED_TSTAMP = 1 << 6
 # include/uapi/linux/errqueue.h
 SCM_TSTAMP_SND = 0
 SCM_TSTAMP_SCHED = 1
+
+
+class TxDesc(NamedTuple):
+    """A TX ring descriptor: the frame, and the socket memory its skb holds until the
+    TX completion frees it (on the last frame of an skb; None on the others)."""
+
+    frame: bytes
+    charge: WmemCharge | None
 
 
 @dataclass(slots=True)

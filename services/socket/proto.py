@@ -25,7 +25,14 @@ class UdpProto(Protocol):
     async def disconnect(self, sk: int) -> None: ...
 
     async def sendmsg(
-        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+        self,
+        sk: int,
+        data: bytes,
+        name: bytes,
+        flags: int,
+        trace: bool,
+        control: bytes = b"",
+        timeout_ns: int = -1,
     ) -> int: ...
 
     async def recvmsg(
@@ -34,7 +41,7 @@ class UdpProto(Protocol):
 
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None: ...
 
-    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes: ...
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> tuple[bytes, int]: ...
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]: ...
 

@@ -14,8 +14,9 @@ from services.core import errno
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import TraceStep, trace_to_proto
 from services.core.sockaddr import make_sockaddr_in
+from services.core.socket_uapi import MSG_TRUNC
 from services.socket.files import UnknownProcess
-from services.socket.syscalls import MSG_TRUNC, SocketLayer
+from services.socket.syscalls import SocketLayer
 from services.socket.udp_client import UdpClient
 from stackemu.socket.v1 import socket_pb2 as pb
 from stackemu.socket.v1 import socket_pb2_grpc
@@ -155,10 +156,10 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
         self, request: pb.GetSockOptRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSockOptResponse:
         async def body() -> pb.GetSockOptResponse:
-            val = await self.layer.getsockopt(
+            val, optlen = await self.layer.getsockopt(
                 request.pid, request.fd, request.level, request.optname, request.optlen
             )
-            return pb.GetSockOptResponse(optval=val)
+            return pb.GetSockOptResponse(optval=val, optlen=optlen)
 
         return await _syscall(context, lambda e: pb.GetSockOptResponse(errno=e), body)
 

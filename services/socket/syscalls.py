@@ -14,6 +14,17 @@ from services.core.sockaddr import (
     make_sockaddr_in,
     parse_sockaddr_in,
 )
+from services.core.socket_uapi import (
+    MSG_DONTWAIT,
+    SO_DOMAIN,
+    SO_PROTOCOL,
+    SO_RCVTIMEO_NEW,
+    SO_RCVTIMEO_OLD,
+    SO_SNDTIMEO_NEW,
+    SO_SNDTIMEO_OLD,
+    SO_TYPE,
+    SOL_SOCKET,
+)
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE
 from services.socket.files import Process, ProcessTable, SocketFile
 from services.socket.proto import RecvMsg, UdpProto
@@ -34,19 +45,16 @@ SOCKADDR_STORAGE_LEN = 128
 # include/uapi/linux/in.h: IPPROTO_MAX (after IPPROTO_MPTCP 262).
 IPPROTO_MAX = 263
 
-MSG_TRUNC = 0x20
-MSG_DONTWAIT = 0x40
-
-# include/uapi/asm-generic/socket.h, include/linux/socket.h
-SOL_IP = 0
-SOL_SOCKET = 1
-SOL_UDP = 17
-SOL_UDPLITE = 136
-SO_BINDTODEVICE = 25
-SO_TYPE = 3
-SO_ERROR = 4
-SO_PROTOCOL = 38
-SO_DOMAIN = 39
+# include/uapi/linux/time_types.h: struct __kernel_sock_timeval (SO_*TIMEO_NEW) and,
+# on x86_64, struct __kernel_old_timeval (SO_*TIMEO_OLD) are both two 64-bit fields.
+_TIMEVAL = struct.Struct("=qq")
+TIMEVAL_LEN = _TIMEVAL.size
+USEC_PER_SEC = 1_000_000
+NSEC_PER_SEC = 1_000_000_000
+# CONFIG_HZ of the kernel emulated (SO_RCVTIMEO reads back in 4 ms steps on it), and
+# MAX_SCHEDULE_TIMEOUT (LONG_MAX jiffies).
+HZ = 250
+MAX_SCHEDULE_TIMEOUT = (1 << 63) - 1
 
 
 class SocketLayer:
@@ -85,10 +93,9 @@ class SocketLayer:
             raise errno.kernel_error(errno.ESOCKTNOSUPPORT, "the emulator has SOCK_DGRAM only")
         if protocol == 0:
             protocol = IPPROTO_UDP
-        if protocol != IPPROTO_UDP:
-            # inet_create(): no inetsw entry; UDP-Lite is not built yet.
-            detail = "UDP-Lite is not built yet" if protocol == IPPROTO_UDPLITE else None
-            raise errno.kernel_error(errno.EPROTONOSUPPORT, detail)
+        if protocol not in (IPPROTO_UDP, IPPROTO_UDPLITE):
+            # inet_create(): no inetsw entry for SOCK_DGRAM and this protocol.
+            raise errno.kernel_error(errno.EPROTONOSUPPORT)
         fd = proc.alloc_fd()
         sk = await self.proto.create(protocol, pid, fd)
         proc.files[fd] = SocketFile(
@@ -130,7 +137,9 @@ class SocketLayer:
         f = self._file(pid, fd)
         if f.nonblock:
             flags |= MSG_DONTWAIT
-        return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control)
+        # sock_sndtimeo(): no wait with MSG_DONTWAIT, else SO_SNDTIMEO.
+        timeout = 0 if flags & MSG_DONTWAIT else f.sndtimeo_ns
+        return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control, timeout)
 
     async def recvmsg(
         self, pid: int, fd: int, bufsize: int, flags: int, timeout_ns: int | None, controllen: int = 0
@@ -157,21 +166,24 @@ class SocketLayer:
         return make_sockaddr_in(addr, port)
 
     async def setsockopt(self, pid: int, fd: int, level: int, optname: int, optval: bytes) -> None:
-        """do_sock_setsockopt(): SOL_SOCKET to sock_setsockopt(), any other level to the
-        protocol (udp_setsockopt: SOL_UDP, else ip_setsockopt)."""
+        """do_sock_setsockopt(): SOL_SOCKET to sock_setsockopt(), whose timeouts are kept
+        with the file here (the waits are asked for from here) and whose other options
+        live in struct sock, the protocol's (udp_setsockopt takes SOL_SOCKET to
+        sk_setsockopt); any other level to the protocol."""
         f = self._file(pid, fd)
-        if level != SOL_SOCKET:
-            await self.proto.setsockopt(f.sk, level, optname, optval)
+        if level == SOL_SOCKET and optname in _TIMEOUTS:
+            ns = sock_set_timeout(optval)
+            if optname in (SO_RCVTIMEO_OLD, SO_RCVTIMEO_NEW):
+                f.rcvtimeo_ns = ns
+            else:
+                f.sndtimeo_ns = ns
             return
-        # sk_setsockopt() (but for SO_BINDTODEVICE) wants an int before it looks at optname.
-        if len(optval) < 4 and optname != SO_BINDTODEVICE:
-            raise errno.kernel_error(errno.EINVAL)
-        # The socket options come with the socket issue; until then none is settable.
-        raise errno.kernel_error(errno.ENOPROTOOPT)
+        await self.proto.setsockopt(f.sk, level, optname, optval)
 
-    async def getsockopt(self, pid: int, fd: int, level: int, optname: int, optlen: int) -> bytes:
-        """do_sock_getsockopt(): sk_getsockopt() for the read-only identity options and
-        SO_ERROR (the protocol's sk_err), the protocol for any other level."""
+    async def getsockopt(self, pid: int, fd: int, level: int, optname: int, optlen: int) -> tuple[bytes, int]:
+        """do_sock_getsockopt(): sk_getsockopt() for the file's identity and timeouts,
+        the protocol for the options kept in struct sock and any other level. Returns
+        the bytes written and the optlen returned."""
         f = self._file(pid, fd)
         if optlen >= 1 << 31:
             optlen -= 1 << 32  # optlen is an int in the kernel
@@ -179,13 +191,16 @@ class SocketLayer:
             return await self.proto.getsockopt(f.sk, level, optname, optlen)
         if optlen < 0:
             raise errno.kernel_error(errno.EINVAL)
-        if optname == SO_ERROR:
-            return await self.proto.getsockopt(f.sk, level, optname, optlen)
+        if optname in _TIMEOUTS:
+            rcv = optname in (SO_RCVTIMEO_OLD, SO_RCVTIMEO_NEW)
+            val = sock_get_timeout(f.rcvtimeo_ns if rcv else f.sndtimeo_ns)[: min(optlen, TIMEVAL_LEN)]
+            return val, len(val)
         values = {SO_TYPE: f.type, SO_PROTOCOL: f.protocol, SO_DOMAIN: AF_INET}
         if optname in values:
             # An int option: min(optlen, sizeof(int)) bytes are copied out.
-            return struct.pack("=i", values[optname])[: min(optlen, 4)]
-        raise errno.kernel_error(errno.ENOPROTOOPT)
+            val = struct.pack("=i", values[optname])[: min(optlen, 4)]
+            return val, len(val)
+        return await self.proto.getsockopt(f.sk, level, optname, optlen)
 
     async def close(self, pid: int, fd: int) -> None:
         proc = self.procs.get(pid)
@@ -193,3 +208,35 @@ class SocketLayer:
         if f is None:
             raise errno.kernel_error(errno.EBADF)
         await self.proto.release(f.sk)
+
+
+_TIMEOUTS = (SO_RCVTIMEO_OLD, SO_RCVTIMEO_NEW, SO_SNDTIMEO_OLD, SO_SNDTIMEO_NEW)
+
+
+def sock_set_timeout(optval: bytes) -> int:
+    """sock_set_timeout(): a struct timeval, EINVAL when short, EDOM when tv_usec is out
+    of range; a negative tv_sec means no wait at all, 0/0 no limit; else the time in
+    jiffies, rounded up (CONFIG_HZ 250 on the kernel this emulates: 1 µs reads back as
+    4000 µs). Nanoseconds, negative for no limit."""
+    if len(optval) < TIMEVAL_LEN:
+        raise errno.kernel_error(errno.EINVAL)
+    sec: int
+    usec: int
+    sec, usec = _TIMEVAL.unpack_from(optval)
+    if usec < 0 or usec >= USEC_PER_SEC:
+        raise errno.kernel_error(errno.EDOM)
+    if sec < 0:
+        return 0
+    if (sec == 0 and usec == 0) or sec >= MAX_SCHEDULE_TIMEOUT // HZ - 1:
+        return -1
+    jiffies = sec * HZ + -(-usec // (USEC_PER_SEC // HZ))
+    return jiffies * (NSEC_PER_SEC // HZ)
+
+
+def sock_get_timeout(ns: int) -> bytes:
+    """sock_get_timeout(): 0/0 for no limit (and for no wait), else whole jiffies as
+    seconds and microseconds."""
+    if ns < 0:
+        return _TIMEVAL.pack(0, 0)
+    jiffies = ns // (NSEC_PER_SEC // HZ)
+    return _TIMEVAL.pack(jiffies // HZ, (jiffies % HZ) * USEC_PER_SEC // HZ)

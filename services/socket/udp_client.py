@@ -84,11 +84,20 @@ class UdpClient:
         await self._call(sk, disconnect=udp_pb2.DisconnectOp())
 
     async def sendmsg(
-        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+        self,
+        sk: int,
+        data: bytes,
+        name: bytes,
+        flags: int,
+        trace: bool,
+        control: bytes = b"",
+        timeout_ns: int = -1,
     ) -> int:
         reply = await self._call(
             sk,
-            sendmsg=udp_pb2.SendmsgOp(data=data, name=name, flags=flags, trace=trace, control=control),
+            sendmsg=udp_pb2.SendmsgOp(
+                data=data, name=name, flags=flags, trace=trace, control=control, timeout_ns=timeout_ns
+            ),
         )
         return int(reply.sendmsg.sent)
 
@@ -105,11 +114,11 @@ class UdpClient:
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
         await self._call(sk, setsockopt=udp_pb2.SetsockoptOp(level=level, optname=optname, optval=optval))
 
-    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes:
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> tuple[bytes, int]:
         reply = await self._call(
             sk, getsockopt=udp_pb2.GetsockoptOp(level=level, optname=optname, optlen=optlen)
         )
-        return bytes(reply.getsockopt.optval)
+        return bytes(reply.getsockopt.optval), reply.getsockopt.optlen
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
         reply = await self._call(sk, getname=udp_pb2.GetnameOp(peer=peer))

@@ -12,11 +12,13 @@ from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.datagram import datagram_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
-from services.core.skbuff import Dst, SkbError, SkBuff
+from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
 from services.core.snmp import to_flat_dict
+from services.core.socket_uapi import MSG_DONTWAIT, MSG_ERRQUEUE
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.ip.sockglue import RecvMsg
-from services.udp.layer import MSG_DONTWAIT, MSG_ERRQUEUE, IcmpError, UdpLayer
+from services.udp.errors import IcmpError
+from services.udp.layer import UdpLayer
 from services.udp.sock import TCP_ESTABLISHED, UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
@@ -64,7 +66,7 @@ class IpRoutes:
     def __init__(self) -> None:
         self.stub: ip_pb2_grpc.IpServiceStub | None = None
         self.genid = 0
-        self._cache: dict[tuple[int, int, int], tuple[Dst, int, int]] = {}
+        self._cache: dict[tuple[int, ...], tuple[Dst, int, int]] = {}
         self.on_genid: Callable[[int], None] | None = None
 
     def set_genid(self, genid: int) -> None:
@@ -74,19 +76,22 @@ class IpRoutes:
             if self.on_genid is not None:
                 self.on_genid(genid)
 
-    async def __call__(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int, int]:
-        key = (daddr, saddr, oif)
+    async def __call__(
+        self, daddr: int, saddr: int, oif: int, *, tos: int = 0, scope: int = 0, mark: int = 0
+    ) -> tuple[Dst, int, int]:
+        key = (daddr, saddr, oif, tos, scope, mark)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         if self.stub is None:
             raise errno.kernel_error(errno.ENETUNREACH, "the IP layer is not attached")
-        resp = await self.stub.RouteOutput(ip_pb2.RouteOutputRequest(daddr=daddr, saddr=saddr, oif=oif))
+        resp = await self.stub.RouteOutput(
+            ip_pb2.RouteOutputRequest(daddr=daddr, saddr=saddr, oif=oif, tos=tos, scope=scope, mark=mark)
+        )
         self.set_genid(resp.fib_genid)
         if resp.errno:
             raise errno.kernel_error(resp.errno)
-        d = resp.dst
-        result = (Dst(d.ifindex, d.nexthop, d.mtu, d.rt_type, d.flags), resp.saddr, resp.fib_genid)
+        result = (dst_from_proto(resp.dst), resp.saddr, resp.fib_genid)
         if len(self._cache) >= ROUTE_CACHE_MAX:
             self._cache.clear()
         self._cache[key] = result
@@ -126,6 +131,12 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 self.layer.udp_rcv(skb)
             for err in resp.errors:
                 self.layer.udp_err(_icmp_from_proto(err))
+            if resp.devices:
+                self.layer.devices = {d.ifindex: d.name for d in resp.devices}
+            for done in resp.tx_done:
+                s = self.layer.socks.get(done.sk)
+                if s is not None:
+                    self.layer.tx_done(s, done.wmem, done.enobufs)
             await self._flush_down()
 
     # The socket side.
@@ -161,8 +172,13 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 out.append(udp_pb2.ProtoReply(id=call.id))
             elif op == "sendmsg":
                 m = call.sendmsg
-                sent = await layer.sendmsg(s, m.data, m.name, m.flags, m.trace, m.control)
-                out.append(udp_pb2.ProtoReply(id=call.id, sendmsg=udp_pb2.SendmsgResult(sent=sent)))
+                timeout = 0 if m.flags & MSG_DONTWAIT else m.timeout_ns
+                if timeout and s.wmem_alloc >= s.sndbuf and s.pending is None:
+                    # It will wait for send buffer room: answer when it is done, so that
+                    # the calls after it on the stream go on meanwhile.
+                    self._later(call.id, lambda: self._sendmsg_reply(call.id, s, m, m.timeout_ns))
+                    return
+                out.append(await self._sendmsg_reply(call.id, s, m, timeout))
             elif op == "recvmsg":
                 reply = await self._recvmsg(call.id, s, call.recvmsg)
                 if reply is not None:
@@ -181,8 +197,12 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 out.append(udp_pb2.ProtoReply(id=call.id))
             elif op == "getsockopt":
                 g = call.getsockopt
-                val = await layer.getsockopt(s, g.level, g.optname, g.optlen)
-                out.append(udp_pb2.ProtoReply(id=call.id, getsockopt=udp_pb2.GetsockoptResult(optval=val)))
+                val, optlen = await layer.getsockopt(s, g.level, g.optname, g.optlen)
+                out.append(
+                    udp_pb2.ProtoReply(
+                        id=call.id, getsockopt=udp_pb2.GetsockoptResult(optval=val, optlen=optlen)
+                    )
+                )
         except OSError as err:
             out.append(_reply_error(call.id, err))
 
@@ -197,15 +217,30 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         except OSError as err:
             if not blocking or err.errno != errno.EAGAIN:
                 return _reply_error(call_id, err)
-        self._pending[call_id] = asyncio.create_task(self._recv_later(call_id, s, m, self.replies))
+
+        async def recv() -> udp_pb2.ProtoReply:
+            r = await self.layer.udp_recvmsg(s, m.len, m.flags, m.timeout_ns, m.controllen)
+            return _recv_reply(call_id, r)
+
+        self._later(call_id, recv)
         return None
 
-    async def _recv_later(
-        self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp, replies: BatchQueue[udp_pb2.ProtoReply]
+    async def _sendmsg_reply(
+        self, call_id: int, s: UdpSock, m: udp_pb2.SendmsgOp, timeout_ns: int
+    ) -> udp_pb2.ProtoReply:
+        sent = await self.layer.sendmsg(s, m.data, m.name, m.flags, m.trace, m.control, timeout_ns)
+        return udp_pb2.ProtoReply(id=call_id, sendmsg=udp_pb2.SendmsgResult(sent=sent))
+
+    async def _answer_later(
+        self,
+        call_id: int,
+        work: Callable[[], Awaitable[udp_pb2.ProtoReply]],
+        replies: BatchQueue[udp_pb2.ProtoReply],
     ) -> None:
+        """A call that waits (a recvmsg for data, a sendmsg for send buffer room),
+        answered on its own when it is done; a cancelled one with EINTR."""
         try:
-            r = await self.layer.udp_recvmsg(s, m.len, m.flags, m.timeout_ns, m.controllen)
-            reply = _recv_reply(call_id, r)
+            reply = await work()
         except OSError as err:
             reply = _reply_error(call_id, err)
         except asyncio.CancelledError:
@@ -218,6 +253,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         if replies is self.replies and self.gate.busy:
             await replies.put([reply])
         await self._flush_down()
+
+    def _later(self, call_id: int, work: Callable[[], Awaitable[udp_pb2.ProtoReply]]) -> None:
+        self._pending[call_id] = asyncio.create_task(self._answer_later(call_id, work, self.replies))
 
     async def _flush_down(self) -> None:
         layer = self.layer

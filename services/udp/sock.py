@@ -7,6 +7,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+from services.core.bpf import BpfProg
 from services.core.skbuff import Dst, SkBuff
 from services.ip.cork import InetCork
 from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
@@ -16,8 +17,14 @@ TCP_ESTABLISHED = 1
 TCP_CLOSE = 7
 
 # include/net/sock.h sk_userlocks
+SOCK_SNDBUF_LOCK = 1
+SOCK_RCVBUF_LOCK = 2
 SOCK_BINDADDR_LOCK = 4
 SOCK_BINDPORT_LOCK = 8
+
+# include/linux/udp.h: UDP-Lite's up->pcflag bits (which coverage options were set).
+UDPLITE_SEND_CC = 0x1
+UDPLITE_RECV_CC = 0x2
 
 
 @dataclass(slots=True)
@@ -56,6 +63,26 @@ class UdpSock:
     reuseport_cb: object | None = None
     bound_dev_if: int = 0
     uid: int = 0
+    # SO_DONTROUTE (SOCK_LOCALROUTE), SO_NO_CHECK (sk_no_check_tx), SO_RXQ_OVFL
+    # (SOCK_RXQ_OVFL), SO_MARK (sk_mark), SO_PEEK_OFF (sk_peek_off, -1: off), the socket filter
+    # (sk_filter, a services.core.bpf program) and SO_LOCK_FILTER (SOCK_FILTER_LOCKED).
+    mark: int = 0
+    localroute: bool = False
+    no_check_tx: bool = False
+    rxq_ovfl: bool = False
+    peek_off: int = -1
+    sk_filter: BpfProg | None = None
+    filter_locked: bool = False
+    # sk_omem_alloc: option memory (the socket filter's bpf_prog_size).
+    omem_alloc: int = 0
+    # UDP_SEGMENT (up->gso_size), UDP_NO_CHECK6_TX/RX (kept, IPv6 reads them), and
+    # UDP-Lite's coverage (up->pcflag, pcslen for sending, pcrlen the least accepted).
+    gso_size: int = 0
+    no_check6_tx: bool = False
+    no_check6_rx: bool = False
+    pcflag: int = 0
+    pcslen: int = 0
+    pcrlen: int = 0
     # UDP_GRO (udp_sk(sk)->gro_enabled with ACCEPT_L4): GRO skbs are queued whole
     # instead of being split by udp_unexpected_gso().
     gro_enabled: bool = False
@@ -65,7 +92,14 @@ class UdpSock:
     pending: InetCork | None = None
     inet_id: int = 0
     rmem_alloc: int = 0
+    # sk_forward_alloc: bytes of udp_mem pages charged to this socket, not yet used.
+    forward_alloc: int = 0
     drops: int = 0
+    # sk_wmem_alloc less its initial 1: truesize of the datagrams sent and not yet freed
+    # below (sock_wfree), SOCK_NOSPACE, and the senders waiting for room.
+    wmem_alloc: int = 0
+    nospace: bool = False
+    write_waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     dst_cache: CachedRoute | None = None
     # sk_priority (IP_TOS sets it, rt_tos2priority) and sk_err, the pending error the
     # next call that checks sock_error() returns.
@@ -133,7 +167,21 @@ class UdpSock:
                 return
 
     def wake_all(self) -> None:
-        while self.waiters:
-            w = self.waiters.popleft()
-            if not w.done():
-                w.set_result(None)
+        for q in (self.waiters, self.write_waiters):
+            while q:
+                w = q.popleft()
+                if not w.done():
+                    w.set_result(None)
+
+    def sock_writeable(self) -> bool:
+        """sock_writeable(): sk_wmem_alloc below half of sk_sndbuf."""
+        return self.wmem_alloc < self.sndbuf >> 1
+
+    def write_space(self) -> None:
+        """sock_def_write_space(): once sk_wmem_alloc is at most half of sk_sndbuf,
+        every sender waiting for room is woken."""
+        if self.wmem_alloc << 1 <= self.sndbuf:
+            while self.write_waiters:
+                w = self.write_waiters.popleft()
+                if not w.done():
+                    w.set_result(None)

@@ -12,8 +12,10 @@ ancillary data is msg_control byte for byte, parsed as CPython parses it.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import socket as _std
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -423,6 +425,8 @@ class socket:  # type: ignore[no-redef]
             optval = bytes(optlen or 0)
         else:
             optval = bytes(value)
+        if level == _std.SOL_SOCKET and optname == _SO_ATTACH_FILTER:
+            optval = _fprog_instructions(optval)
         resp = self._call(
             self._host.stub.SetSockOpt,
             _pb.SetSockOptRequest(pid=self._pid(), fd=self._fd, level=level, optname=optname, optval=optval),
@@ -442,7 +446,8 @@ class socket:  # type: ignore[no-redef]
         if resp.errno:
             _raise(resp.errno)
         if buflen:
-            return bytes(resp.optval)
+            # Python returns the buffer cut to the optlen the kernel returned.
+            return bytes(resp.optval)[: resp.optlen]
         # An int that starts as 0: what the kernel copied out lands on its first bytes.
         return int.from_bytes(bytes(resp.optval).ljust(4, b"\0"), sys.byteorder, signed=True)
 
@@ -457,3 +462,21 @@ class socket:  # type: ignore[no-redef]
 
 
 SocketType = socket  # type: ignore[misc,assignment]
+
+_SO_ATTACH_FILTER = 26
+_SOCK_FPROG = struct.Struct("=HxxxxxxQ")
+
+
+def _fprog_instructions(optval: bytes) -> bytes:
+    """SO_ATTACH_FILTER's struct sock_fprog {unsigned short len; struct sock_filter
+    *filter} points into this process, which the stack cannot read: the instructions it
+    points to are sent instead (the socket service's SetSockOpt takes the array). A
+    length other than sizeof(struct sock_fprog) is EINVAL (copy_bpf_fprog_from_user),
+    and a NULL pointer sends nothing, which the stack refuses with EINVAL as
+    __get_filter() does."""
+    if len(optval) != _SOCK_FPROG.size:
+        _raise(_errno.EINVAL)
+    count, ptr = _SOCK_FPROG.unpack(optval)
+    if not ptr or not count:
+        return b""
+    return ctypes.string_at(ptr, count * 8)

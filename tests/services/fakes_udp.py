@@ -551,7 +551,9 @@ class LoopbackUdp:
     def __init__(self, sysctl: Sysctl | None = None) -> None:
         self.layer = UdpLayer("alice", sysctl or Sysctl(), self._route)
 
-    async def _route(self, daddr: int, saddr: int, oif: int) -> tuple[Dst, int, int]:
+    async def _route(
+        self, daddr: int, saddr: int, oif: int, *, tos: int = 0, scope: int = 0, mark: int = 0
+    ) -> tuple[Dst, int, int]:
         dst, src = lo_route(daddr, saddr, oif)
         return dst, src, 0
 
@@ -568,9 +570,16 @@ class LoopbackUdp:
         self.layer.disconnect(self.layer.sock(sk))
 
     async def sendmsg(
-        self, sk: int, data: bytes, name: bytes, flags: int, trace: bool, control: bytes = b""
+        self,
+        sk: int,
+        data: bytes,
+        name: bytes,
+        flags: int,
+        trace: bool,
+        control: bytes = b"",
+        timeout_ns: int = -1,
     ) -> int:
-        sent = await self.layer.sendmsg(self.layer.sock(sk), data, name, flags, trace, control)
+        sent = await self.layer.sendmsg(self.layer.sock(sk), data, name, flags, trace, control, timeout_ns)
         self._loop()
         return sent
 
@@ -620,7 +629,7 @@ class LoopbackUdp:
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
         await self.layer.setsockopt(self.layer.sock(sk), level, optname, optval)
 
-    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> bytes:
+    async def getsockopt(self, sk: int, level: int, optname: int, optlen: int) -> tuple[bytes, int]:
         return await self.layer.getsockopt(self.layer.sock(sk), level, optname, optlen)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:

@@ -131,7 +131,7 @@ class FakeNic(nic_pb2_grpc.NicServiceServicer):
 
     def __init__(self) -> None:
         self.transmitted: asyncio.Queue[SkBuff] = asyncio.Queue()
-        self._inject: asyncio.Queue[list[SkBuff]] = asyncio.Queue()
+        self._inject: asyncio.Queue[list[SkBuff] | nic_pb2.AttachResponse] = asyncio.Queue()
         self.attached = asyncio.Event()
 
     async def ListLinks(self, request, context):
@@ -153,12 +153,19 @@ class FakeNic(nic_pb2_grpc.NicServiceServicer):
         try:
             while True:
                 batch = await self._inject.get()
-                yield nic_pb2.AttachResponse(skbs=[s.to_proto() for s in batch])
+                if isinstance(batch, nic_pb2.AttachResponse):
+                    yield batch
+                else:
+                    yield nic_pb2.AttachResponse(skbs=[s.to_proto() for s in batch])
         finally:
             reader.cancel()
 
     def inject(self, *skbs: SkBuff) -> None:
         self._inject.put_nowait(list(skbs))
+
+    def send_response(self, resp: nic_pb2.AttachResponse) -> None:
+        """Any message of the NIC's: device changes, completions, timestamps."""
+        self._inject.put_nowait(resp)
 
     async def next_transmitted(self) -> SkBuff:
         return await asyncio.wait_for(self.transmitted.get(), 5.0)

@@ -705,3 +705,89 @@ def test_periodic_gc_frees_stale_entries_unused_for_gc_stale_time() -> None:
     h.at(60.0)
     assert [n.address for n in h.table.entries()] == [CAROL]
     assert h.table.stats.periodic_gc_runs == 3
+
+
+# MSG_CONFIRM (skb->dst_pending_confirm) and freeing.
+
+
+def test_msg_confirm_takes_a_delay_entry_back_to_reachable_without_a_probe() -> None:
+    """Checked on Linux 6.18.44 between two namespaces (delay_first_probe_time 1 s, the
+    peer's ARP off so a probe goes unanswered; `ip -s neigh` and tcpdump on the peer): a
+    STALE entry, a send at t0 → DELAY "used 0/60/0"; a second send 0.3 s later
+    WITH MSG_CONFIRM → DELAY "used 0/0/0" (confirmed now), and 1.5 s after t0 REACHABLE
+    "probes 0" with no ARP seen; the same second send WITHOUT it → 1.5 s after t0
+    PROBE "probes 1" and one unicast who-has 10.231.0.2. (On the kernel a confirmation
+    in the jiffy of the STALE→DELAY send itself does not count: its timer fires a jiffy
+    or more late, after confirmed + delay; here timers are punctual.)"""
+    outcomes = []
+    for confirm in (False, True):
+        h = Host()
+        h.at(100.0)
+        assert h.table.add(h.dev, BOB, BOB_MAC, NUD_STALE) == 0
+        assert h.send(BOB, b"one") == BOB_MAC
+        n = h.entry(BOB)
+        assert (n.state, n.confirmed) == (NUD_DELAY, 60.0)
+        assert h.table.next_timer() == 105.0
+        h.at(101.0)
+        skb = ip_skb(ALICE, BOB, b"two")
+        skb.dst_pending_confirm = confirm
+        assert h.table.output(h.dev, BOB, skb) == BOB_MAC
+        n = h.entry(BOB)
+        assert (n.state, n.confirmed) == (NUD_DELAY, 0.0 if confirm else 61.0)
+        h.at(105.0)
+        n = h.entry(BOB)
+        outcomes.append((n.state, n.probes, list(h.frames), h.table.next_timer()))
+    assert outcomes == [
+        # Not confirmed within delay_first_probe_time: PROBE, a unicast request.
+        (NUD_PROBE, 1, [PROBE_FOR_BOB], 106.0),
+        # Confirmed at 101: REACHABLE until confirmed + reachable_time (30 s).
+        (NUD_REACHABLE, 0, [], 131.0),
+    ]
+
+
+def test_a_confirmation_on_a_reachable_entry_keeps_it_alive() -> None:
+    # neigh_confirm() before neigh_hh_output(): the cached header path confirms too, and
+    # the REACHABLE timer finds the entry "still alive".
+    h = Host()
+    h.send(BOB)
+    h.rcv(REPLY_FROM_BOB)
+    assert h.state(BOB) == NUD_REACHABLE
+    h.at(20.0)
+    skb = ip_skb(ALICE, BOB)
+    skb.dst_pending_confirm = True
+    assert h.table.output(h.dev, BOB, skb) == BOB_MAC
+    h.at(30.0)
+    assert h.state(BOB) == NUD_REACHABLE
+    assert h.table.next_timer() == 50.0
+
+
+def test_every_skb_the_table_drops_is_freed_once_enobufs_only_for_createfail() -> None:
+    freed: list[tuple[bytes, bool]] = []
+    h = Host()
+    h.table = NeighTable(
+        h.drops,
+        clock=h.clock,
+        send_frame=h._send_frame,
+        xmit_resolved=h._xmit,
+        rng=MidRandom(),
+        free=lambda skb, enobufs: freed.append((skb.payload()[20:], enobufs)),
+    )
+    h.table.set_addrs([(ETH0, ALICE, 24)])
+    h.table.parms.unres_qlen_bytes = 2 * skb_truesize(64)
+    for word in (b"a", b"b", b"c"):
+        h.send(BOB, word)
+    # The arp_queue holds two: the oldest made room (NEIGH_QUEUEFULL).
+    assert freed == [(b"a", False)]
+    # No entry can be made while the resolving one holds the only place: the one drop
+    # the sender hears of (-ENOBUFS from __neigh_create).
+    h.table.parms.gc_thresh3 = 1
+    h.send(CAROL, b"e")
+    assert freed[-1] == (b"e", True)
+    h.at(3.0)
+    # Resolution failed: the held ones go (arp_error_report).
+    assert freed[-2:] == [(b"b", False), (b"c", False)]
+    # A FAILED entry drops the next packet at once (__neigh_event_send).
+    h.table.parms.mcast_solicit = 0
+    h.send(BOB, b"d")
+    assert freed[-1] == (b"d", False)
+    assert h.drops.total() == len(freed) == 5

@@ -315,6 +315,9 @@ def test_list_links_and_initial_stats(run_async, grpc_test_server) -> None:
                     stats=nic_pb2.LinkStats(),
                     kind="loopback",
                     qdisc="noqueue",
+                    # Every offload [fixed] on, as `ethtool -k lo` shows them:
+                    # SG, HW_CSUM, GSO, GSO_UDP_L4, RXCSUM, LOOPBACK.
+                    features=(1 << 0) | (1 << 3) | (1 << 11) | (1 << 33) | (1 << 40) | (1 << 42),
                 ),
                 nic_pb2.Link(
                     ifindex=2,
@@ -328,6 +331,8 @@ def test_list_links_and_initial_stats(run_async, grpc_test_server) -> None:
                     kind="none",
                     qdisc="pfifo_fast",
                     napi_weight=64,
+                    # SG, HW_CSUM, GSO, GRO, GSO_UDP_L4.
+                    features=(1 << 0) | (1 << 3) | (1 << 11) | (1 << 14) | (1 << 33),
                 ),
             ]
             stats = await nic.stub.GetStats(nic_pb2.GetStatsRequest())

@@ -749,7 +749,7 @@ async def test_unknown_sk_is_ebadf() -> None:
             {"release": udp_pb2.ReleaseOp()},
         ):
             assert (await h.sock.call(42, **op)).errno == errno.EBADF, op
-        assert (await h.sock.call(create=udp_pb2.CreateOp(protocol=136))).errno == errno.EPROTONOSUPPORT
+        assert (await h.sock.call(create=udp_pb2.CreateOp(protocol=6))).errno == errno.EPROTONOSUPPORT
 
 
 @async_test

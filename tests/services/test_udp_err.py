@@ -619,7 +619,7 @@ async def test_icmp_errors_of_every_kind_match_the_kernel() -> None:
                     entry: Any = [r.data.hex(), _ancdata(r.control), r.msg_flags, addr]
                 except OSError as err:
                     entry = err.errno
-                so_error = struct.unpack("=i", await layer.getsockopt(s, SOL_SOCKET, SO_ERROR, 4))[0]
+                so_error = struct.unpack("=i", (await layer.getsockopt(s, SOL_SOCKET, SO_ERROR, 4))[0])[0]
                 got[f"{name}/{mode}"] = [entry, so_error]
                 layer.release(s)
         for name, *_ in ICMP_CASES:

@@ -14,11 +14,12 @@ from services.core import errno
 from services.core.datagram import Datagram
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.skbuff import CHECKSUM_PARTIAL, Dst, SkBuff
+from services.core.socket_uapi import MSG_DONTWAIT
 from services.core.sysctl import Sysctl
 from services.ip.fib import InIfaddr
 from services.ip.layer import IpLayer
 from services.nic.gro import Gro
-from services.udp.layer import MSG_DONTWAIT, UdpLayer
+from services.udp.layer import UdpLayer
 from services.udp.sock import UdpSock
 from tests.services.test_gro import DADDR, DPORT, SADDR, SPORT, data, dgram, rx
 
