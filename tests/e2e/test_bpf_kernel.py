@@ -107,6 +107,7 @@ from services.core.bpf import (
     run_filter,
     sk_filter_charge_ok,
 )
+from tests.core.test_bpf import TCPDUMP_EN10MB_UDP_PORT_53, TCPDUMP_RAW_UDP_PORT_53
 
 SO_ATTACH_FILTER = 26
 SO_GET_FILTER = SO_ATTACH_FILTER
@@ -659,56 +660,6 @@ def test_ifindex_without_device_keeps_a():
     # skb->dev NULL cannot be made from user space; the conversion returns A then.
     prog = bpf_prepare_filter([stmt(BPF_LD | BPF_IMM, 33), ld_anc(SKF_AD_IFINDEX), DROP])
     assert run_filter(prog, bytes(8), 0, 8, network=0, mac=None, anc=AncillaryData()) == 33
-
-
-# `tcpdump -dd` output, tcpdump 4.99.3 / libpcap 1.10.3.
-TCPDUMP_EN10MB_UDP_PORT_53 = """\
-{ 0x28, 0, 0, 0x0000000c },
-{ 0x15, 0, 6, 0x000086dd },
-{ 0x30, 0, 0, 0x00000014 },
-{ 0x15, 0, 15, 0x00000011 },
-{ 0x28, 0, 0, 0x00000036 },
-{ 0x15, 12, 0, 0x00000035 },
-{ 0x28, 0, 0, 0x00000038 },
-{ 0x15, 10, 11, 0x00000035 },
-{ 0x15, 0, 10, 0x00000800 },
-{ 0x30, 0, 0, 0x00000017 },
-{ 0x15, 0, 8, 0x00000011 },
-{ 0x28, 0, 0, 0x00000014 },
-{ 0x45, 6, 0, 0x00001fff },
-{ 0xb1, 0, 0, 0x0000000e },
-{ 0x48, 0, 0, 0x0000000e },
-{ 0x15, 2, 0, 0x00000035 },
-{ 0x48, 0, 0, 0x00000010 },
-{ 0x15, 0, 1, 0x00000035 },
-{ 0x6, 0, 0, 0x00040000 },
-{ 0x6, 0, 0, 0x00000000 },
-"""
-TCPDUMP_RAW_UDP_PORT_53 = """\
-{ 0x30, 0, 0, 0x00000000 },
-{ 0x54, 0, 0, 0x000000f0 },
-{ 0x15, 0, 6, 0x00000060 },
-{ 0x30, 0, 0, 0x00000006 },
-{ 0x15, 0, 17, 0x00000011 },
-{ 0x28, 0, 0, 0x00000028 },
-{ 0x15, 14, 0, 0x00000035 },
-{ 0x28, 0, 0, 0x0000002a },
-{ 0x15, 12, 13, 0x00000035 },
-{ 0x30, 0, 0, 0x00000000 },
-{ 0x54, 0, 0, 0x000000f0 },
-{ 0x15, 0, 10, 0x00000040 },
-{ 0x30, 0, 0, 0x00000009 },
-{ 0x15, 0, 8, 0x00000011 },
-{ 0x28, 0, 0, 0x00000006 },
-{ 0x45, 6, 0, 0x00001fff },
-{ 0xb1, 0, 0, 0x00000000 },
-{ 0x48, 0, 0, 0x00000000 },
-{ 0x15, 2, 0, 0x00000035 },
-{ 0x48, 0, 0, 0x00000002 },
-{ 0x15, 0, 1, 0x00000035 },
-{ 0x6, 0, 0, 0x00040000 },
-{ 0x6, 0, 0, 0x00000000 },
-"""
 
 
 def _en10mb_match(n: int) -> bytes:
