@@ -105,6 +105,7 @@ class UdpOutput:
     trace: Tracer
     to_ip: list[SkBuff]
     fib_genid: int
+    socks: dict[int, UdpSock]
 
     def autobind(self, s: UdpSock) -> None:
         raise NotImplementedError
@@ -493,6 +494,14 @@ class UdpOutput:
         s.wmem_alloc += skb.truesize
         self._mib(s).inc("OutDatagrams")
         self.to_ip.append(skb)
+
+    def forget_tx_charges(self) -> None:
+        """A new stream to IP: what was charged for datagrams sent over the old one can
+        no longer be reported freed, so every socket's sk_wmem_alloc starts again from
+        nothing (and its waiting senders wake)."""
+        for s in self.socks.values():
+            s.wmem_alloc = 0
+            s.write_space()
 
     def tx_done(self, s: UdpSock, wmem: int, enobufs: int) -> None:
         """TX completions from below: sock_wfree() gives back the truesize of freed skbs

@@ -120,6 +120,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         # A fresh queue per stream (see services.ip.servicer.attach_nic).
         self.down = BatchQueue()
         call = stub.Attach(messages(self.down, _attach_request))
+        # Datagrams sent over a stream that broke will never be reported freed: their
+        # charges go, or the senders would wait for room forever.
+        self.layer.forget_tx_charges()
         first = True
         async for resp in call:
             self.routes.set_genid(resp.fib_genid)
