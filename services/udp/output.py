@@ -29,7 +29,7 @@ from services.core.skbuff import (
 )
 from services.core.snmp import MibGroup, SnmpMib
 from services.core.sockaddr import AF_INET, AF_UNSPEC, SOCKADDR_IN_LEN, parse_sockaddr_in
-from services.core.socket_uapi import MSG_CONFIRM, MSG_DONTROUTE, MSG_MORE, MSG_OOB, MSG_PROBE
+from services.core.socket_uapi import MSG_CONFIRM, MSG_DONTROUTE, MSG_DONTWAIT, MSG_MORE, MSG_OOB, MSG_PROBE
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE, ipv4_is_multicast
@@ -150,6 +150,9 @@ class UdpOutput:
         # net.core.optmem_max) before inet_sendmsg runs, so this refusal autobinds nothing.
         if len(control) > CTL_STACK_BYTES and len(control) >= self.sysctl.get_int("net.core.optmem_max"):
             raise errno.kernel_error(errno.ENOBUFS)
+        # sock_sndtimeo(): MSG_DONTWAIT never waits.
+        if flags & MSG_DONTWAIT:
+            timeout_ns = 0
         # inet_send_prepare(): inet_sendmsg autobinds before udp_sendmsg runs, so a send
         # that udp_sendmsg refuses still leaves the socket bound.
         self.autobind(s)
@@ -358,8 +361,11 @@ class UdpOutput:
             except TimeoutError:
                 raise errno.kernel_error(errno.EAGAIN) from None
             finally:
+                # finish_wait(): off the wait queue however the wait ended.
                 if not w.done():
                     w.cancel()
+                if w in s.write_waiters:
+                    s.write_waiters.remove(w)
 
     def udp_flush_pending_frames(self, s: UdpSock) -> None:
         """udp_flush_pending_frames() → ip_flush_pending_frames(): the pending datagram is

@@ -139,8 +139,11 @@ class UdpRecv:
                     s.data_ready()
                 raise
             finally:
+                # finish_wait(): off the wait queue however the wait ended.
                 if not w.done():
                     w.cancel()
+                if w in s.waiters:
+                    s.waiters.remove(w)
 
     def _copy_out(
         self, s: UdpSock, skb: SkBuff, off: int, length: int, flags: int, controllen: int
