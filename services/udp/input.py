@@ -218,6 +218,9 @@ class UdpInput:
             if not udp_lib_checksum_complete(skb):
                 self._sk_mib(s).inc("InCsumErrors")
                 return self._sk_drop(s, SkbDropReason.UDP_CSUM, "udp_queue_rcv_one_skb")
+            # __skb_checksum_complete() sets skb->csum_valid: a trimmed datagram is not
+            # checked again when it is copied out.
+            skb.ip_summed = CHECKSUM_UNNECESSARY
             if not sk_filter_trim_cap(f, skb, UDP_HLEN):
                 return self._sk_drop(s, SkbDropReason.SOCKET_FILTER, "sk_filter_trim_cap")
         self.trace(skb, "sock_queue_rcv_skb")

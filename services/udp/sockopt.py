@@ -99,6 +99,11 @@ class SockOpts:
         if optname == SO_BINDTODEVICE:
             self._setbindtodevice(s, optval)
             return
+        if optname == SO_ATTACH_FILTER:
+            # optval is the instruction array: the int-sized check was the socket
+            # layer's, on the user's struct sock_fprog.
+            self._attach_filter(s, optval)
+            return
         if len(optval) < 4:
             raise errno.kernel_error(errno.EINVAL)
         val = _INT.unpack_from(optval)[0]
@@ -149,8 +154,6 @@ class SockOpts:
             s.peek_off = val
         elif optname == SO_BINDTOIFINDEX:
             self._bindtoindex(s, val)
-        elif optname == SO_ATTACH_FILTER:
-            self._attach_filter(s, optval)
         elif optname == SO_DETACH_FILTER:
             # sk_detach_filter(): EPERM while locked, ENOENT without a filter.
             if s.filter_locked:
