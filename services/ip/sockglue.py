@@ -22,16 +22,20 @@ from services.core.datagram import Datagram
 from services.core.ipcb import IpOptions, ipcb
 from services.core.skbuff import SkBuff, alloc_skb
 from services.core.sockaddr import make_sockaddr_in
+from services.core.socket_uapi import (
+    MSG_CTRUNC,
+    MSG_ERRQUEUE,
+    MSG_TRUNC,
+    SO_MARK,
+    SO_PRIORITY,
+    SO_TIMESTAMPING_NEW,
+    SO_TIMESTAMPING_OLD,
+    SOL_IP,
+    SOL_SOCKET,
+)
 from services.core.wire.icmp import ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED
 from services.ip.options import ip_options_echo, ip_options_get, ip_options_undo_bytes
 
-# include/linux/socket.h
-SOL_IP = 0
-SOL_SOCKET = 1
-SOL_UDP = 17
-MSG_CTRUNC = 0x8
-MSG_TRUNC = 0x20
-MSG_ERRQUEUE = 0x2000
 SOCK_STREAM = 1
 SOCK_DGRAM = 2
 SOCK_RAW = 3
@@ -99,11 +103,7 @@ _INT_OPTIONS = frozenset(
 # include/uapi/asm-generic/socket.h: the SOL_SOCKET cmsgs __sock_cmsg_send() knows.
 SCM_RIGHTS = 1
 SCM_CREDENTIALS = 2
-SO_PRIORITY = 12
-SO_MARK = 36
-SO_TIMESTAMPING_OLD = 37
 SCM_TXTIME = 61
-SO_TIMESTAMPING_NEW = 65
 SCM_TS_OPT_ID = 81
 # include/uapi/linux/net_tstamp.h: SOF_TIMESTAMPING_TX_RECORD_MASK (TX_HARDWARE,
 # TX_SOFTWARE, TX_SCHED, TX_ACK, TX_COMPLETION), the flags a cmsg may ask for.

@@ -29,7 +29,15 @@ from services.core.skbuff import (
 )
 from services.core.snmp import MibGroup, SnmpMib
 from services.core.sockaddr import AF_INET, AF_UNSPEC, SOCKADDR_IN_LEN, parse_sockaddr_in
-from services.core.socket_uapi import MSG_CONFIRM, MSG_DONTROUTE, MSG_DONTWAIT, MSG_MORE, MSG_OOB, MSG_PROBE
+from services.core.socket_uapi import (
+    MSG_CONFIRM,
+    MSG_DONTROUTE,
+    MSG_DONTWAIT,
+    MSG_MORE,
+    MSG_OOB,
+    MSG_PROBE,
+    SOL_UDP,
+)
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE, ipv4_is_multicast
@@ -39,7 +47,7 @@ from services.ip.cork import IP_MAX_MTU, InetCork, ip_append_check, ip_append_tr
 from services.ip.fib import RTN_MULTICAST
 from services.ip.options import ip_options_undo_bytes
 from services.ip.route import RTCF_BROADCAST
-from services.ip.sockglue import SOL_UDP, Ipcm, for_each_cmsghdr
+from services.ip.sockglue import Ipcm, for_each_cmsghdr
 from services.udp.sock import TCP_ESTABLISHED, CachedRoute, UdpSock
 from services.udp.udplite import udplite_send_coverage
 

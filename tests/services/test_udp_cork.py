@@ -21,7 +21,8 @@ import struct
 from services.core import errno
 from services.core.skbuff import SkBuff
 from services.core.sockaddr import AF_INET6, AF_UNSPEC
-from services.ip.sockglue import IP_RECVERR, IP_TOS, IP_TTL, SOL_IP, build_cmsgs
+from services.core.socket_uapi import SOL_IP
+from services.ip.sockglue import IP_RECVERR, IP_TOS, IP_TTL, build_cmsgs
 from stackemu.udp.v1 import udp_pb2
 from tests.services.fakes_udp import (
     LO_IFINDEX,
