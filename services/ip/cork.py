@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from services.core import errno
 from services.core.ipcb import IpOptions
 from services.core.skbuff import SKB_MAX_ALLOC, Dst, alloc_skb_truesize
+from services.core.wire.udp import UDP_HLEN
 
 # include/net/ip.h
 IP_MAX_MTU = 0xFFFF
@@ -118,7 +119,6 @@ def ip_append_check(cork: InetCork, length: int, pmtudisc: int) -> int | None:
 # LL_RESERVED_SPACE() of an Ethernet or loopback device (hard_header_len 14, rounded to
 # HH_DATA_MOD 16, plus 16), and the 15 bytes __ip_append_data() adds for alignment.
 HH_LEN = 16
-UDP_HLEN = 8
 
 
 def ip_append_truesize(length: int, optlen: int, mtu: int, sg: bool, gso: bool) -> int:

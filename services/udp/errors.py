@@ -20,11 +20,10 @@ from services.core.wire.icmp import (
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Packet
 from services.core.wire.udp import UDP_HLEN, UdpPacket
 from services.ip import sockglue
+from services.ip.cork import IPV4_HLEN
+from services.ip.sockglue import IP_PMTUDISC_DONT
 from services.udp.sock import TCP_ESTABLISHED
 from services.udp.table import UdpTable
-
-IPV4_HLEN = 20
-IP_PMTUDISC_DONT = 0
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from services.core.wire.ipv4 import IPPROTO_UDPLITE, Ipv4Packet
 from services.core.wire.udp import UDP_HLEN, UdpPacket
 from services.ip.fib import RTN_BROADCAST, RTN_MULTICAST
 from services.ip.sockglue import IP_CMSG_PKTINFO
+from services.nic.device import LOOPBACK_IFINDEX
 from services.udp.errors import IcmpError
 from services.udp.sock import UDPLITE_RECV_CC, UdpSock
 from services.udp.sockfilter import sk_filter_trim_cap
@@ -39,9 +40,6 @@ from services.udp.udplite import set_udp_skb_cb, udp_skb_cb, udplite_checksum_in
 # include/linux/skbuff.h: datagrams up to this length get their checksum verified on
 # receipt rather than when copied to the user.
 CHECKSUM_BREAK = 76
-# include/uapi/linux/netdevice.h: ipv4_pktinfo_prepare() reports the device a looped
-# back packet was sent from instead.
-LOOPBACK_IFINDEX = 1
 PAGE_SIZE = 4096
 # struct sock_skb_cb sits at the end of skb->cb: SOCK_SKB_CB(skb)->dropcount.
 SOCK_SKB_CB_OFF = 44
@@ -281,8 +279,8 @@ class UdpInput:
 
 def _ipv4_pktinfo_prepare(s: UdpSock, skb: SkBuff) -> None:
     """ipv4_pktinfo_prepare(), when a datagram is queued: for a socket with IP_PKTINFO on
-    then, PKTINFO_SKB_CB (over IPCB's first 8 bytes) gets the arrival interface (the
-    sending one for a looped back packet: inet_iif) and fib_compute_spec_dst(), which
+    then, PKTINFO_SKB_CB (over IPCB's first 8 bytes) gets the arrival interface (for a
+    packet looped back through lo, the device it was sent from: inet_iif) and fib_compute_spec_dst(), which
     IP left in IPCB; otherwise zeros. A later IP_PKTINFO cmsg reads what is here."""
     cb = skb.cb
     if s.inet.cmsg_flags & IP_CMSG_PKTINFO and skb.dst is not None:

@@ -28,7 +28,7 @@ from services.ip import sockglue
 from services.ip.cork import dst_mtu as route_mtu
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL
 from services.ip.route import RTCF_BROADCAST
-from services.ip.sockglue import InetOpts, SockoptEffect
+from services.ip.sockglue import IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, InetOpts, SockoptEffect
 from services.udp.errors import IcmpError, UdpErr
 from services.udp.input import UdpInput
 from services.udp.output import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RouteFn, UdpOutput
@@ -43,9 +43,6 @@ from services.udp.sock import (
 )
 from services.udp.sockopt import SockOpts
 from services.udp.table import UdpTable
-
-IP_PMTUDISC_DONT = 0
-IP_PMTUDISC_WANT = 1
 
 __all__ = ["IcmpError", "UdpLayer"]
 

@@ -37,26 +37,32 @@ from services.core.socket_uapi import (
     MSG_OOB,
     MSG_PROBE,
     SOL_UDP,
+    UDP_SEGMENT,
 )
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE, ipv4_is_multicast
 from services.core.wire.udp import CSUM_MANGLED_0, UDP_HLEN
 from services.ip import sockglue
-from services.ip.cork import IP_MAX_MTU, InetCork, ip_append_check, ip_append_truesize, ip_cork_fragsize
+from services.ip.cork import (
+    IP_MAX_MTU,
+    IPV4_HLEN,
+    InetCork,
+    ip_append_check,
+    ip_append_truesize,
+    ip_cork_fragsize,
+)
 from services.ip.fib import RTN_MULTICAST
 from services.ip.options import ip_options_undo_bytes
 from services.ip.route import RTCF_BROADCAST
 from services.ip.sockglue import Ipcm, for_each_cmsghdr
-from services.udp.sock import TCP_ESTABLISHED, CachedRoute, UdpSock
+from services.udp.sock import TCP_ESTABLISHED, CachedRoute, UdpSock, sk_wait
 from services.udp.udplite import udplite_send_coverage
 
 # MAX_HEADER: the headroom sock_alloc_send_skb leaves for link and network headers.
 MAX_HEADER = 128
-IPV4_HLEN = 20
 # include/net/udp.h
 UDP_MAX_SEGMENTS = 128
-UDP_SEGMENT = 103
 # include/uapi/linux/rtnetlink.h: flowi4_scope of a send that must not be routed.
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
@@ -118,8 +124,9 @@ class UdpOutput:
     def autobind(self, s: UdpSock) -> None:
         raise NotImplementedError
 
-    def _mib(self, s: UdpSock) -> MibGroup:
-        return self.mib.udplite if s.protocol == IPPROTO_UDPLITE else self.mib.udp
+    # UdpInput's: the Udp or UdpLite MIB of the socket's protocol. Declared, not
+    # defined, so that UdpInput's comes first in UdpLayer's MRO.
+    _sk_mib: Callable[[UdpSock], MibGroup]
 
     async def _route(
         self, s: UdpSock, daddr: int, saddr: int, ipc: Ipcm, tos: int, scope: int, connected: bool
@@ -197,7 +204,7 @@ class UdpOutput:
             await work
         except OSError as err:
             if err.errno == errno.ENOBUFS or s.nospace:
-                self._mib(s).inc("SndbufErrors")
+                self._sk_mib(s).inc("SndbufErrors")
             raise
 
     def _sendmsg_address(self, s: UdpSock, name: bytes) -> SendParams:
@@ -356,24 +363,14 @@ class UdpOutput:
                 raise errno.kernel_error(err)
             if s.dead:
                 raise errno.kernel_error(errno.EBADF)
-            if s.wmem_alloc < s.sndbuf:
+            if not s.wmem_full():
                 return
             s.nospace = True
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise errno.kernel_error(errno.EAGAIN)
-            w: asyncio.Future[None] = loop.create_future()
-            s.write_waiters.append(w)
-            try:
-                await asyncio.wait_for(w, remaining)
-            except TimeoutError:
-                raise errno.kernel_error(errno.EAGAIN) from None
-            finally:
-                # finish_wait(): off the wait queue however the wait ended.
-                if not w.done():
-                    w.cancel()
-                if w in s.write_waiters:
-                    s.write_waiters.remove(w)
+            # sock_def_write_space() wakes every sender: nothing to pass on.
+            await sk_wait(s.write_waiters, remaining)
 
     def udp_flush_pending_frames(self, s: UdpSock) -> None:
         """udp_flush_pending_frames() → ip_flush_pending_frames(): the pending datagram is
@@ -506,7 +503,7 @@ class UdpOutput:
         )
         skb.wmem = skb.truesize
         s.wmem_alloc += skb.truesize
-        self._mib(s).inc("OutDatagrams")
+        self._sk_mib(s).inc("OutDatagrams")
         self.to_ip.append(skb)
 
     def forget_tx_charges(self) -> None:
@@ -524,5 +521,5 @@ class UdpOutput:
         IP_RECVERR would have returned it."""
         s.wmem_alloc = max(s.wmem_alloc - wmem, 0)
         if enobufs:
-            self._mib(s).add("SndbufErrors", enobufs)
+            self._sk_mib(s).add("SndbufErrors", enobufs)
         s.write_space()

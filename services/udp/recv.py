@@ -29,7 +29,7 @@ from services.core.wire.udp import UDP_HLEN, UdpPacket
 from services.ip import sockglue
 from services.ip.sockglue import MsgControl, RecvMsg
 from services.udp.input import sock_skb_dropcount, udp_lib_checksum_complete
-from services.udp.sock import UdpSock
+from services.udp.sock import UdpSock, sk_wait
 
 _U32 = struct.Struct("=I")
 
@@ -61,6 +61,11 @@ def _try_recv_from_queue(s: UdpSock, flags: int) -> tuple[SkBuff, int] | None:
             continue
         return skb, off
     return None
+
+
+def _pass_on(s: UdpSock) -> None:
+    if s.receive_queue or s.sk_err:
+        s.data_ready()
 
 
 class UdpRecv:
@@ -125,25 +130,10 @@ class UdpRecv:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise errno.kernel_error(errno.EAGAIN)
-            w: asyncio.Future[None] = loop.create_future()
-            s.waiters.append(w)
-            try:
-                await asyncio.wait_for(w, remaining)
-            except TimeoutError:
-                raise errno.kernel_error(errno.EAGAIN) from None
-            except asyncio.CancelledError:
-                # Woken (sk_data_ready's or sk_error_report's exclusive wake-up) but
-                # abandoned: pass the wake-up on, or the next reader sleeps with a
-                # datagram or an error waiting.
-                if w.done() and not w.cancelled() and (s.receive_queue or s.sk_err):
-                    s.data_ready()
-                raise
-            finally:
-                # finish_wait(): off the wait queue however the wait ended.
-                if not w.done():
-                    w.cancel()
-                if w in s.waiters:
-                    s.waiters.remove(w)
+            # Woken (sk_data_ready's or sk_error_report's exclusive wake-up) but
+            # abandoned: the wake-up is passed on, or the next reader sleeps with a
+            # datagram or an error waiting.
+            await sk_wait(s.waiters, remaining, lambda: _pass_on(s))
 
     def _copy_out(
         self, s: UdpSock, skb: SkBuff, off: int, length: int, flags: int, controllen: int

@@ -176,7 +176,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
             elif op == "sendmsg":
                 m = call.sendmsg
                 timeout = 0 if m.flags & MSG_DONTWAIT else m.timeout_ns
-                if timeout and s.wmem_alloc >= s.sndbuf and s.pending is None:
+                if timeout and s.wmem_full() and s.pending is None:
                     # It will wait for send buffer room: answer when it is done, so that
                     # the calls after it on the stream go on meanwhile.
                     self._later(call.id, lambda: self._sendmsg_reply(call.id, s, m, m.timeout_ns))

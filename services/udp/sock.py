@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.core import errno
 from services.core.bpf import BpfProg
 from services.core.skbuff import Dst, SkBuff
 from services.ip.cork import InetCork
@@ -25,6 +27,32 @@ SOCK_BINDPORT_LOCK = 8
 # include/linux/udp.h: UDP-Lite's up->pcflag bits (which coverage options were set).
 UDPLITE_SEND_CC = 0x1
 UDPLITE_RECV_CC = 0x2
+
+
+async def sk_wait(
+    waiters: deque[asyncio.Future[None]],
+    remaining: float | None,
+    woken_unused: Callable[[], None] | None = None,
+) -> None:
+    """prepare_to_wait() / schedule_timeout() / finish_wait() on one of a socket's wait
+    queues: sleep until woken or `remaining` seconds pass (EAGAIN), always leaving the
+    queue. A wait abandoned (cancelled) after its wake-up came calls `woken_unused`, so
+    an exclusive wake-up can be passed on."""
+    w: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(w)
+    try:
+        await asyncio.wait_for(w, remaining)
+    except TimeoutError:
+        raise errno.kernel_error(errno.EAGAIN) from None
+    except asyncio.CancelledError:
+        if woken_unused is not None and w.done() and not w.cancelled():
+            woken_unused()
+        raise
+    finally:
+        if not w.done():
+            w.cancel()
+        if w in waiters:
+            waiters.remove(w)
 
 
 @dataclass(slots=True)
@@ -173,9 +201,10 @@ class UdpSock:
                 if not w.done():
                     w.set_result(None)
 
-    def sock_writeable(self) -> bool:
-        """sock_writeable(): sk_wmem_alloc below half of sk_sndbuf."""
-        return self.wmem_alloc < self.sndbuf >> 1
+    def wmem_full(self) -> bool:
+        """No room to allocate a datagram: sock_alloc_send_pskb() waits while
+        sk_wmem_alloc is not below sk_sndbuf."""
+        return self.wmem_alloc >= self.sndbuf
 
     def write_space(self) -> None:
         """sock_def_write_space(): once sk_wmem_alloc is at most half of sk_sndbuf,

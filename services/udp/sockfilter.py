@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from services.core import bpf, errno
 from services.core.skbuff import HEADER_UNSET, SkBuff
+from services.core.wire.udp import UDP_HLEN
+from services.nic.device import LOOPBACK_IFINDEX
 
 # include/uapi/linux/if_arp.h: skb->dev->type for SKF_AD_HATYPE.
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
-LOOPBACK_IFINDEX = 1
-UDP_HLEN = 8
 
 
 def sk_attach_filter(raw: bytes, old: bpf.BpfProg | None, omem_alloc: int, optmem_max: int) -> bpf.BpfProg:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 
+from services.core.wire.udp import UDP_HLEN
 from services.udp.sock import UDPLITE_SEND_CC
 
 # UDP_SKB_CB(skb): struct udp_skb_cb keeps cscov (u16) and partial_cov (u8) after the
@@ -14,7 +15,6 @@ from services.udp.sock import UDPLITE_SEND_CC
 # whole beneath it.
 UDP_SKB_CB_OFF = 40
 _CB = struct.Struct("=HB")
-UDP_HLEN = 8
 
 
 def udplite_send_coverage(pcflag: int, pcslen: int, length: int) -> tuple[int, int]:

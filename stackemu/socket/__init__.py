@@ -28,6 +28,7 @@ from services.core import errno as _errno
 from services.core.skbuff import TraceStep, trace_from_proto
 from services.core.sockaddr import AF_INET as _AF_INET
 from services.core.sockaddr import make_sockaddr_in, parse_sockaddr_in
+from services.core.socket_uapi import SO_ATTACH_FILTER as _SO_ATTACH_FILTER
 from stackemu import state as _state
 from stackemu.socket._cmsg import SOCKLEN_T_LIMIT as _SOCKLEN_T_LIMIT
 from stackemu.socket._cmsg import decode_ancdata as _decode_ancdata
@@ -463,7 +464,6 @@ class socket:  # type: ignore[no-redef]
 
 SocketType = socket  # type: ignore[misc,assignment]
 
-_SO_ATTACH_FILTER = 26
 _SOCK_FPROG = struct.Struct("=HxxxxxxQ")
 
 
