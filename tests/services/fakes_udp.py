@@ -27,7 +27,7 @@ import grpc
 from services.core import errno
 from services.core.ipcb import InetSkbParm, IpOptions, set_ipcb
 from services.core.server import CHANNEL_OPTIONS, ServingStatus
-from services.core.skbuff import Dst, SkBuff
+from services.core.skbuff import Dst, SkBuff, dst_to_proto
 from services.core.snmp import SNMP4_UDP_LIST
 from services.core.sockaddr import AF_INET, make_sockaddr_in
 from services.core.stream import BatchQueue, serve_bidi
@@ -300,9 +300,7 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
         except OSError as err:
             return ip_pb2.RouteOutputResponse(errno=err.errno or 0, fib_genid=self.genid)
         return ip_pb2.RouteOutputResponse(
-            dst=skb_pb2.Dst(
-                ifindex=d.ifindex, nexthop=d.nexthop, mtu=d.mtu, rt_type=d.rt_type, flags=d.flags
-            ),
+            dst=dst_to_proto(d),
             saddr=saddr,
             fib_genid=self.genid,
         )
