@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from services.core.cred import ROOT, Cred
 from services.core.datagram import Datagram
 from services.ip.sockglue import RecvMsg
 
@@ -16,7 +17,7 @@ __all__ = ["Datagram", "RecvMsg", "UdpProto"]
 
 
 class UdpProto(Protocol):
-    async def create(self, protocol: int, pid: int, fd: int) -> int: ...
+    async def create(self, protocol: int, pid: int, fd: int, cred: Cred = ROOT) -> int: ...
 
     async def bind(self, sk: int, addr: int, port: int) -> None: ...
 

@@ -11,6 +11,7 @@ from dataclasses import fields
 import grpc
 
 from services.core import errno
+from services.core.cred import ROOT, Cred
 from services.core.datagram import datagram_from_proto
 from services.core.stream import BatchQueue, messages
 from services.socket.proto import RecvMsg
@@ -70,8 +71,13 @@ class UdpClient:
             raise errno.kernel_error(reply.errno)
         return reply
 
-    async def create(self, protocol: int, pid: int, fd: int) -> int:
-        reply = await self._call(0, create=udp_pb2.CreateOp(protocol=protocol, owner_pid=pid, owner_fd=fd))
+    async def create(self, protocol: int, pid: int, fd: int, cred: Cred = ROOT) -> int:
+        reply = await self._call(
+            0,
+            create=udp_pb2.CreateOp(
+                protocol=protocol, owner_pid=pid, owner_fd=fd, uid=cred.uid, capabilities=cred.caps
+            ),
+        )
         return int(reply.create.sk)
 
     async def bind(self, sk: int, addr: int, port: int) -> None:

@@ -15,6 +15,7 @@ import itertools
 import random
 
 from services.core import errno
+from services.core.cred import ROOT, Cred
 from services.core.datagram import Datagram
 from services.core.dropreason import DropStats
 from services.core.skbuff import SkBuff
@@ -94,8 +95,9 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
 
     # Creation and release.
 
-    def create(self, protocol: int, owner_pid: int, owner_fd: int) -> UdpSock:
-        """inet_create() + udp_init_sock()/udplite_sk_init() for SOCK_DGRAM."""
+    def create(self, protocol: int, owner_pid: int, owner_fd: int, cred: Cred = ROOT) -> UdpSock:
+        """inet_create() + udp_init_sock()/udplite_sk_init() for SOCK_DGRAM; sk_uid is
+        the creator's."""
         if protocol not in (IPPROTO_UDP, IPPROTO_UDPLITE):
             raise errno.kernel_error(errno.EPROTONOSUPPORT, f"protocol {protocol}")
         pmtudisc = IP_PMTUDISC_DONT if self.sysctl.get_int("net.ipv4.ip_no_pmtu_disc") else IP_PMTUDISC_WANT
@@ -107,6 +109,8 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
             inet=InetOpts(pmtudisc=pmtudisc),
             owner_pid=owner_pid,
             owner_fd=owner_fd,
+            uid=cred.uid,
+            cred=cred,
         )
         self.socks[s.sk] = s
         return s

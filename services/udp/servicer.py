@@ -10,6 +10,7 @@ import grpc
 
 from services.core import errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
+from services.core.cred import Cred
 from services.core.datagram import datagram_to_proto
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
@@ -152,7 +153,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         try:
             if op == "create":
                 c = call.create
-                s = layer.create(c.protocol, c.owner_pid, c.owner_fd)
+                s = layer.create(c.protocol, c.owner_pid, c.owner_fd, Cred(c.uid, c.capabilities))
                 out.append(udp_pb2.ProtoReply(id=call.id, create=udp_pb2.CreateResult(sk=s.sk)))
                 return
             if op == "cancel":

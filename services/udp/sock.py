@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from services.core import errno
 from services.core.bpf import BpfProg
+from services.core.cred import ROOT, Cred
 from services.core.skbuff import Dst, SkBuff
 from services.ip.cork import InetCork
 from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
@@ -91,6 +92,9 @@ class UdpSock:
     reuseport_cb: object | None = None
     bound_dev_if: int = 0
     uid: int = 0
+    # The owner's credentials: the capability checks the kernel makes against the
+    # calling task (only the owning process reaches its sockets).
+    cred: Cred = ROOT
     # SO_DONTROUTE (SOCK_LOCALROUTE), SO_NO_CHECK (sk_no_check_tx), SO_RXQ_OVFL
     # (SOCK_RXQ_OVFL), SO_MARK (sk_mark), SO_PEEK_OFF (sk_peek_off, -1: off), the socket filter
     # (sk_filter, a services.core.bpf program) and SO_LOCK_FILTER (SOCK_FILTER_LOCKED).

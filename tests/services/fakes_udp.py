@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 
 from services.core import errno
+from services.core.cred import ROOT, Cred
 from services.core.ipcb import InetSkbParm, IpOptions, set_ipcb
 from services.core.server import CHANNEL_OPTIONS, ServingStatus
 from services.core.skbuff import Dst, SkBuff, dst_to_proto
@@ -555,8 +556,8 @@ class LoopbackUdp:
         dst, src = lo_route(daddr, saddr, oif)
         return dst, src, 0
 
-    async def create(self, protocol: int, pid: int, fd: int) -> int:
-        return self.layer.create(protocol, pid, fd).sk
+    async def create(self, protocol: int, pid: int, fd: int, cred: Cred = ROOT) -> int:
+        return self.layer.create(protocol, pid, fd, cred).sk
 
     async def bind(self, sk: int, addr: int, port: int) -> None:
         await self.layer.bind(self.layer.sock(sk), addr, port)
