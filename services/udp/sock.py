@@ -137,6 +137,31 @@ class UdpSock:
     # next call that checks sock_error() returns.
     priority: int = 0
     sk_err: int = 0
+    # Timestamping (net/core/sock.c sock_set_timestamp, sock_set_timestamping): the
+    # SOCK_RCVTSTAMP, SOCK_RCVTSTAMPNS and SOCK_TSTAMP_NEW flags, sk_tsflags
+    # (SOF_TIMESTAMPING_*), sk_tskey (the OPT_ID counter) and sk_bind_phc; SO_TXTIME
+    # (SOCK_TXTIME, sk_clockid, sk_txtime_deadline_mode, sk_txtime_report_errors).
+    rcvtstamp: bool = False
+    rcvtstampns: bool = False
+    tstamp_new: bool = False
+    tsflags: int = 0
+    tskey: int = 0
+    bind_phc: int = 0
+    txtime: bool = False
+    txtime_clockid: int = 0
+    txtime_deadline_mode: bool = False
+    txtime_report_errors: bool = False
+    # SO_RCVLOWAT (sk_rcvlowat), SO_RCVMARK (SOCK_RCVMARK), SO_RCVPRIORITY
+    # (SOCK_RCVPRIORITY), SO_SELECT_ERR_QUEUE (SOCK_SELECT_ERR_QUEUE).
+    rcvlowat: int = 1
+    rcvmark: bool = False
+    rcvpriority: bool = False
+    select_err_queue: bool = False
+    # sk_shutdown (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2), and the pollers waiting on the
+    # socket's wait queue (woken, all of them, by every event: sk_data_ready,
+    # sk_write_space, sk_error_report, sk_state_change).
+    shutdown: int = 0
+    poll_waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     receive_queue: deque[SkBuff] = field(default_factory=deque)
     error_queue: deque[SockExterrSkb] = field(default_factory=deque)
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
