@@ -97,6 +97,13 @@ class InetCork:
     confirm: bool = False
     # The first append's csummode: CHECKSUM_PARTIAL (True) or CHECKSUM_NONE.
     csum_partial: bool = False
+    # cork->tx_flags (sock_tx_timestamp() of the send's tsflags), cork->ts_opt_id (None
+    # without IPCORK_TS_OPT_ID), cork->transmit_time (SCM_TXTIME), and the OPT_ID key
+    # __ip_append_data() gave the datagram's first skb.
+    tx_flags: int = 0
+    ts_opt_id: int | None = None
+    transmit_time: int = 0
+    tskey: int = 0
     # Emulator-only: record the kernel functions the datagram passes.
     trace: bool = False
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from services.core import errno
 from services.core.checksum import csum_fold, csum_partial
+from services.core.cred import CAP_NET_ADMIN, CAP_NET_RAW, ROOT, Cred
 from services.core.datagram import Datagram
 from services.core.ipcb import IpOptions, ipcb
 from services.core.skbuff import SkBuff, alloc_skb
@@ -26,12 +27,24 @@ from services.core.socket_uapi import (
     MSG_CTRUNC,
     MSG_ERRQUEUE,
     MSG_TRUNC,
+    SCM_CREDENTIALS,
+    SCM_RIGHTS,
+    SCM_TS_OPT_ID,
+    SCM_TXTIME,
     SO_MARK,
     SO_PRIORITY,
     SO_TIMESTAMPING_NEW,
     SO_TIMESTAMPING_OLD,
     SOL_IP,
     SOL_SOCKET,
+)
+from services.core.tstamp import (
+    SOCKCM_FLAG_TS_OPT_ID,
+    SOF_TIMESTAMPING_OPT_CMSG,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_TX_RECORD_MASK,
+    TstampSock,
+    sock_recv_timestamp,
 )
 from services.core.wire.icmp import ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED
 from services.ip.options import ip_options_echo, ip_options_get, ip_options_undo_bytes
@@ -100,19 +113,11 @@ _INT_OPTIONS = frozenset(
     | {IP_RECVFRAGSIZE, IP_RECVERR_RFC4884}
 )
 
-# include/uapi/asm-generic/socket.h: the SOL_SOCKET cmsgs __sock_cmsg_send() knows.
-SCM_RIGHTS = 1
-SCM_CREDENTIALS = 2
-SCM_TXTIME = 61
-SCM_TS_OPT_ID = 81
-# include/uapi/linux/net_tstamp.h: SOF_TIMESTAMPING_TX_RECORD_MASK (TX_HARDWARE,
-# TX_SOFTWARE, TX_SCHED, TX_ACK, TX_COMPLETION), the flags a cmsg may ask for.
-SOF_TIMESTAMPING_TX_RECORD_MASK = (1 << 0) | (1 << 1) | (1 << 8) | (1 << 9) | (1 << 18)
-
 # include/uapi/linux/errqueue.h
 SO_EE_ORIGIN_NONE = 0
 SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_TIMESTAMPING = 4
 SO_EE_RFC4884_FLAG_INVALID = 1
 
 IPV4_HLEN = 20
@@ -123,6 +128,7 @@ CMSG_HDR_LEN = 16
 _CMSGHDR = struct.Struct("=Qii")
 _INT = struct.Struct("=i")
 _U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
 _EE = struct.Struct("=IBBBBII")
 
 # ip_tos2prio[] (net/ipv4/route.c): the TC_PRIO_* band of each IPTOS_TOS() value.
@@ -356,16 +362,45 @@ class Ipcm:
     tos: int = -1
     priority: int = 0
     mark: int = 0
+    # sockcm_cookie: sk_tsflags with a SO_TIMESTAMPING message's TX_RECORD bits in their
+    # place (and SOCKCM_FLAG_TS_OPT_ID when SCM_TS_OPT_ID gave ts_opt_id), SCM_TXTIME's
+    # transmit_time (ns on the SO_TXTIME clock), and whether the socket has SO_TXTIME
+    # (SOCK_TXTIME, without which SCM_TXTIME is refused).
     tsflags: int = 0
+    ts_opt_id: int = 0
+    transmit_time: int = 0
+    txtime: bool = False
     opt: IpOptions | None = None
     gso_size: int = 0
+    # The sender's credentials, which SO_MARK and SO_PRIORITY messages are checked
+    # against (ns_capable(): the calling task).
+    cred: Cred = ROOT
+
+
+# include/uapi/linux/pkt_sched.h: the priorities anyone may set (TC_PRIO_BESTEFFORT 0
+# to TC_PRIO_INTERACTIVE 6).
+TC_PRIO_INTERACTIVE = 6
+
+
+def sk_set_prio_allowed(cred: Cred, val: int) -> bool:
+    """sk_set_prio_allowed() (net/core/sock.c), for SO_PRIORITY and its cmsg: 0 to 6
+    for anyone, anything with CAP_NET_RAW or CAP_NET_ADMIN."""
+    return 0 <= val <= TC_PRIO_INTERACTIVE or cred.capable(CAP_NET_RAW) or cred.capable(CAP_NET_ADMIN)
+
+
+def may_set_mark(cred: Cred) -> bool:
+    """SO_MARK's check (sk_setsockopt, __sock_cmsg_send): CAP_NET_RAW or CAP_NET_ADMIN."""
+    return cred.capable(CAP_NET_RAW) or cred.capable(CAP_NET_ADMIN)
 
 
 def sock_cmsg_send(c: Cmsg, ipc: Ipcm) -> None:
-    """__sock_cmsg_send() (net/core/sock.c) for a UDP socket, its sender root (so
-    CAP_NET_ADMIN's checks pass) without SO_TXTIME or SOF_TIMESTAMPING_OPT_ID set."""
+    """__sock_cmsg_send() (net/core/sock.c) for a UDP socket, its capability checks
+    against the sender's ipc.cred."""
     t = c.type
     if t == SO_MARK:
+        # The capability before the length: any SO_MARK message is EPERM without it.
+        if not may_set_mark(ipc.cred):
+            raise errno.kernel_error(errno.EPERM)
         if len(c.data) != 4:
             raise errno.kernel_error(errno.EINVAL)
         ipc.mark = _U32.unpack(c.data)[0]
@@ -375,15 +410,28 @@ def sock_cmsg_send(c: Cmsg, ipc: Ipcm) -> None:
         tsflags = _U32.unpack(c.data)[0]
         if tsflags & ~SOF_TIMESTAMPING_TX_RECORD_MASK:
             raise errno.kernel_error(errno.EINVAL)
-        ipc.tsflags = tsflags
-    elif t in (SCM_TXTIME, SCM_TS_OPT_ID):
-        # SCM_TXTIME wants SO_TXTIME on the socket, SCM_TS_OPT_ID wants
-        # SOF_TIMESTAMPING_OPT_ID; neither can be set yet.
-        raise errno.kernel_error(errno.EINVAL)
+        # Only the flags that ask for a TX timestamp are this send's; the socket's
+        # others (OPT_ID, OPT_TSONLY, ...) stay.
+        ipc.tsflags = ipc.tsflags & ~SOF_TIMESTAMPING_TX_RECORD_MASK | tsflags
+    elif t == SCM_TXTIME:
+        if not ipc.txtime or len(c.data) != 8:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.transmit_time = _U64.unpack(c.data)[0]
+    elif t == SCM_TS_OPT_ID:
+        # 6.13: this send's OPT_ID key, instead of the next of sk_tskey (which it does
+        # not advance); 0 is a key like any other. ipc.tsflags has the socket's OPT_ID.
+        if not ipc.tsflags & SOF_TIMESTAMPING_OPT_ID or len(c.data) != 4:
+            raise errno.kernel_error(errno.EINVAL)
+        ipc.ts_opt_id = _U32.unpack(c.data)[0]
+        ipc.tsflags |= SOCKCM_FLAG_TS_OPT_ID
     elif t == SO_PRIORITY:
+        # The length before the capability (sk_set_prio_allowed() on the u32).
         if len(c.data) != 4:
             raise errno.kernel_error(errno.EINVAL)
-        ipc.priority = _U32.unpack(c.data)[0]
+        priority = _U32.unpack(c.data)[0]
+        if not sk_set_prio_allowed(ipc.cred, priority):
+            raise errno.kernel_error(errno.EPERM)
+        ipc.priority = priority
     elif t not in (SCM_RIGHTS, SCM_CREDENTIALS):
         # SCM_RIGHTS and SCM_CREDENTIALS are SOL_UNIX's in meaning, and let through.
         raise errno.kernel_error(errno.EINVAL)
@@ -596,11 +644,33 @@ class RecvMsg(Datagram):
     control: bytes = b""
 
 
-def ip_recv_error(serr: SockExterrSkb, length: int, controllen: int, cmsg_flags: int) -> RecvMsg:
+def ipv4_datagram_support_cmsg(serr: SockExterrSkb, tsflags: int) -> bool:
+    """ipv4_datagram_support_cmsg(): an ICMP error always has the IP cmsgs of its packet
+    and an offender; a local error never; a TX timestamp only with
+    SOF_TIMESTAMPING_OPT_CMSG and a device it was taken on (none for OPT_TSONLY's empty
+    skb). For a timestamp, in_pktinfo's ipi_spec_dst is then the packet's source."""
+    origin = serr.ee.ee_origin
+    if origin == SO_EE_ORIGIN_ICMP:
+        return True
+    if origin == SO_EE_ORIGIN_LOCAL:
+        return False
+    skb = serr.skb
+    if not tsflags & SOF_TIMESTAMPING_OPT_CMSG or not _INT.unpack_from(skb.cb)[0]:
+        return False
+    nh = skb.network_header
+    skb.cb[4:8] = skb.head[nh + 12 : nh + 16]
+    return True
+
+
+def ip_recv_error(
+    serr: SockExterrSkb, length: int, controllen: int, cmsg_flags: int, sk: TstampSock
+) -> RecvMsg:
     """ip_recv_error() for an skb sock_dequeue_err_skb() took: the payload (cut to
-    `length`, MSG_TRUNC), msg_name, for an ICMP error the IP cmsgs of the ICMP packet,
-    then IP_RECVERR (sock_extended_err and the offender's sockaddr_in, zeros for a
-    local error), and MSG_ERRQUEUE."""
+    `length`, MSG_TRUNC), the timestamp cmsgs (sock_recv_timestamp), msg_name for ICMP and
+    local errors only (ipv4_datagram_support_addr; daddr says it was filled: 0 for a
+    timestamp), the IP cmsgs of the packet when ipv4_datagram_support_cmsg() allows,
+    then IP_RECVERR (sock_extended_err and the offender's sockaddr_in, zeros unless
+    supported), and MSG_ERRQUEUE."""
     skb = serr.skb
     payload = skb.payload()
     msg_flags = 0
@@ -609,19 +679,26 @@ def ip_recv_error(serr: SockExterrSkb, length: int, controllen: int, cmsg_flags:
         msg_flags |= MSG_TRUNC
         copied = length
     msg = MsgControl(controllen)
+    for level, type_, data in sock_recv_timestamp(sk, skb, err_queue=True):
+        msg.put(level, type_, data)
+    origin = serr.ee.ee_origin
+    has_name = origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_LOCAL)
     offender = bytes(16)
-    if serr.ee.ee_origin == SO_EE_ORIGIN_ICMP:
+    if ipv4_datagram_support_cmsg(serr, sk.tsflags):
         nh = skb.network_header
         iph = skb.head[nh : nh + (skb.head[nh] & 0x0F) * 4]
         offender = make_sockaddr_in(int.from_bytes(iph[12:16], "big"), 0)
         if cmsg_flags:
-            ip_cmsg_recv_offset(msg, cmsg_flags, skb.cb, iph, payload[:4], ip_retopts(iph, skb.cb))
+            th = skb.transport_header
+            ports = skb.head[th : min(th + 4, skb.tail)]
+            ip_cmsg_recv_offset(msg, cmsg_flags, skb.cb, iph, ports, ip_retopts(iph, skb.cb))
     msg.put(SOL_IP, IP_RECVERR, serr.ee.pack() + offender)
     return RecvMsg(
         data=payload[:copied],
         ulen=copied,
         msg_flags=msg_flags | msg.flags | MSG_ERRQUEUE,
-        saddr=serr.addr,
-        sport=serr.port,
+        saddr=serr.addr if has_name else 0,
+        sport=serr.port if has_name else 0,
+        daddr=serr.addr if has_name else 0,
         control=msg.control(),
     )

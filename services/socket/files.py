@@ -1,47 +1,78 @@
-"""Processes and their file descriptor tables (fs/file.c, kernel/fork.c in spirit)."""
+"""Processes and their file descriptor tables (fs/file.c, fs/fcntl.c, kernel/fork.c in
+spirit): each process has its own table, its credentials and its RLIMIT_NOFILE."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.core import errno
+from services.core.cred import ROOT, Cred
 
-# RLIMIT_NOFILE's default soft limit.
+# RLIMIT_NOFILE's default soft limit (INR_OPEN_CUR), and the most OpenProcess takes.
 NR_OPEN_DEFAULT = 1024
+NR_OPEN_MAX = 65536
 # 0, 1 and 2 are the process's stdio; sockets get the lowest free number above.
 FIRST_FD = 3
 MAX_PROCESSES = 4096
+TASK_COMM_LEN = 16
+
+# include/uapi/asm-generic/fcntl.h: the file status flags a socket's file may carry.
+O_RDWR = 0o2
+O_APPEND = 0o2000
+O_NONBLOCK = 0o4000
+FASYNC = 0o20000
+O_DIRECT = 0o40000
+O_NOATIME = 0o1000000
+FD_CLOEXEC = 1
 
 
 @dataclass(eq=False, slots=True)
 class SocketFile:
-    """struct socket + struct file: what an fd names."""
+    """struct socket + struct file: what an fd names. f_flags is the file's status
+    flags: sock_alloc_file() opens it O_RDWR, with O_NONBLOCK for SOCK_NONBLOCK."""
 
     sk: int
     type: int
     protocol: int
-    nonblock: bool = False
+    f_flags: int = O_RDWR
     cloexec: bool = False
     # SO_RCVTIMEO / SO_SNDTIMEO in nanoseconds; negative means MAX_SCHEDULE_TIMEOUT.
     rcvtimeo_ns: int = -1
     sndtimeo_ns: int = -1
+    # sk_shutdown as this file last set it: a timeout-mode wait for data (which polls)
+    # must know that a read would not wait.
+    shutdown: int = 0
+
+    @property
+    def nonblock(self) -> bool:
+        return bool(self.f_flags & O_NONBLOCK)
 
 
 @dataclass(eq=False, slots=True)
 class Process:
     pid: int
     comm: str
+    cred: Cred = ROOT
+    # RLIMIT_NOFILE: descriptors are below it.
+    nofile: int = NR_OPEN_DEFAULT
     files: dict[int, SocketFile] = field(default_factory=dict)
+    # Set when the process has exited (a KeepAlive holding it ends).
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
 
     def alloc_fd(self) -> int:
-        """get_unused_fd_flags(): the lowest free descriptor, EMFILE past RLIMIT_NOFILE."""
-        for fd in range(FIRST_FD, NR_OPEN_DEFAULT):
+        """get_unused_fd_flags() → alloc_fd(): the lowest free descriptor, EMFILE when
+        none is below RLIMIT_NOFILE."""
+        for fd in range(FIRST_FD, self.nofile):
             if fd not in self.files:
                 return fd
         raise errno.kernel_error(errno.EMFILE)
 
     def file(self, fd: int) -> SocketFile:
+        """fdget(): this process's file for fd; EBADF for one that is not open (another
+        process's numbers name nothing here)."""
         f = self.files.get(fd)
         if f is None:
             raise errno.kernel_error(errno.EBADF)
@@ -57,10 +88,14 @@ class ProcessTable:
         self._procs: dict[int, Process] = {}
         self._pids = itertools.count(100)
 
-    def open(self, comm: str) -> Process:
+    def open(self, comm: str, cred: Cred = ROOT, nofile: int = 0) -> Process:
+        """A new process; nofile 0 is the default limit. ValueError for a limit past
+        NR_OPEN_MAX; EAGAIN when the table is full (fork's RLIMIT_NPROC answer)."""
+        if nofile > NR_OPEN_MAX or nofile < 0:
+            raise ValueError(f"nofile {nofile} is more than {NR_OPEN_MAX}")
         if len(self._procs) >= MAX_PROCESSES:
             raise errno.kernel_error(errno.EAGAIN, "too many processes")
-        p = Process(next(self._pids), comm[:15])  # TASK_COMM_LEN - 1
+        p = Process(next(self._pids), comm[: TASK_COMM_LEN - 1], cred, nofile or NR_OPEN_DEFAULT)
         self._procs[p.pid] = p
         return p
 
@@ -71,7 +106,10 @@ class ProcessTable:
         return p
 
     def remove(self, pid: int) -> Process:
-        return self._procs.pop(pid)
+        p = self._procs.pop(pid, None)
+        if p is None:
+            raise UnknownProcess(f"no process {pid}")
+        return p
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Process]:
         return iter(self._procs.values())

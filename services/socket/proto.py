@@ -47,3 +47,17 @@ class UdpProto(Protocol):
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]: ...
 
     async def release(self, sk: int) -> None: ...
+
+    async def shutdown(self, sk: int, how: int) -> None:
+        """inet_shutdown(): raises ENOTCONN on an unconnected socket after shutting it
+        down all the same."""
+        ...
+
+    async def poll(self, sk: int, known: int | None, timeout_ns: int, nonblock: bool) -> int:
+        """udp_poll()'s EPOLL* mask: at once without `known`, else once it differs from
+        `known` or timeout_ns (negative: no limit) passes."""
+        ...
+
+    async def set_err(self, sk: int, err: int) -> None:
+        """sk->sk_err = err (do_recvmmsg keeps an error for the next call)."""
+        ...

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
 
 from services.core import errno
+from services.core.cred import CAP_FULL_SET, Cred
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import TraceStep, trace_to_proto
 from services.core.sockaddr import make_sockaddr_in
 from services.core.socket_uapi import MSG_TRUNC
+from services.socket import proto
 from services.socket.files import UnknownProcess
-from services.socket.syscalls import SocketLayer
+from services.socket.syscalls import SocketLayer, recv_has_name
 from services.socket.udp_client import UdpClient
 from stackemu.socket.v1 import socket_pb2 as pb
 from stackemu.socket.v1 import socket_pb2_grpc
@@ -43,12 +45,17 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
     def __init__(self, layer: SocketLayer, hostname: str) -> None:
         self.layer = layer
         self.hostname = hostname
+        self._exits: set[asyncio.Task[None]] = set()
 
     async def OpenProcess(
         self, request: pb.OpenProcessRequest, context: grpc.aio.ServicerContext
     ) -> pb.OpenProcessResponse:
+        caps = request.capabilities if request.HasField("capabilities") else CAP_FULL_SET
         try:
-            proc = self.layer.open_process(request.comm or "python3")
+            proc = self.layer.open_process(request.comm or "python3", Cred(request.uid, caps), request.nofile)
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
         except OSError as err:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
             raise
@@ -59,9 +66,35 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
     ) -> pb.ExitProcessResponse:
         try:
             await self.layer.exit_process(request.pid)
-        except KeyError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no process {request.pid}")
+        except UnknownProcess as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.ExitProcessResponse()
+
+    async def KeepAlive(
+        self, request: pb.KeepAliveRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.KeepAliveResponse]:
+        """Held until the client goes (its call cancelled: the process exits) or the
+        process exits by ExitProcess (the stream ends)."""
+        try:
+            proc = self.layer.procs.get(request.pid)
+        except UnknownProcess as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
+        try:
+            yield pb.KeepAliveResponse(pid=proc.pid)
+            await proc.exited.wait()
+        finally:
+            if not proc.exited.is_set():
+                # The exit runs on its own: this task is being cancelled.
+                task = asyncio.create_task(self._exit(proc.pid))
+                self._exits.add(task)
+                task.add_done_callback(self._exits.discard)
+
+    async def _exit(self, pid: int) -> None:
+        try:
+            await self.layer.exit_process(pid)
+        except UnknownProcess:
+            pass  # ExitProcess came first
 
     async def Socket(self, request: pb.SocketRequest, context: grpc.aio.ServicerContext) -> pb.SocketResponse:
         async def body() -> pb.SocketResponse:
@@ -98,6 +131,7 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
                 request.flags,
                 request.trace,
                 request.control,
+                request.timeout_ns if request.HasField("timeout_ns") else None,
             )
             return pb.SendMsgResponse(sent=sent)
 
@@ -111,19 +145,22 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
             d = await self.layer.recvmsg(
                 request.pid, request.fd, request.bufsize, request.flags, timeout, request.controllen
             )
-            steps = list(d.trace)
-            if steps:
-                steps.append(TraceStep("sock_recvmsg", "socket", self.hostname, time.time_ns()))
-            return pb.RecvMsgResponse(
-                data=d.data,
-                length=d.ulen if request.flags & MSG_TRUNC else len(d.data),
-                addr=make_sockaddr_in(d.saddr, d.sport),
-                msg_flags=d.msg_flags,
-                trace=trace_to_proto(steps),
-                control=d.control,
-            )
+            return self._recv_response(d, request.flags)
 
         return await _syscall(context, lambda e: pb.RecvMsgResponse(errno=e), body)
+
+    def _recv_response(self, d: proto.RecvMsg, flags: int) -> pb.RecvMsgResponse:
+        steps = list(d.trace)
+        if steps:
+            steps.append(TraceStep("sock_recvmsg", "socket", self.hostname, time.time_ns()))
+        return pb.RecvMsgResponse(
+            data=d.data,
+            length=d.ulen if flags & MSG_TRUNC else len(d.data),
+            addr=make_sockaddr_in(d.saddr, d.sport) if recv_has_name(d) else b"",
+            msg_flags=d.msg_flags,
+            trace=trace_to_proto(steps),
+            control=d.control,
+        )
 
     async def GetSockName(
         self, request: pb.GetSockNameRequest, context: grpc.aio.ServicerContext
@@ -169,6 +206,86 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
             return pb.CloseResponse()
 
         return await _syscall(context, lambda e: pb.CloseResponse(errno=e), body)
+
+    async def SendMmsg(
+        self, request: pb.SendMmsgRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMmsgResponse:
+        async def body() -> pb.SendMmsgResponse:
+            sent = await self.layer.sendmmsg(
+                request.pid,
+                request.fd,
+                [(m.data, m.addr, m.control) for m in request.msgs],
+                request.flags,
+                request.timeout_ns if request.HasField("timeout_ns") else None,
+            )
+            return pb.SendMmsgResponse(sent=sent)
+
+        return await _syscall(context, lambda e: pb.SendMmsgResponse(errno=e), body)
+
+    async def RecvMmsg(
+        self, request: pb.RecvMmsgRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecvMmsgResponse:
+        async def body() -> pb.RecvMmsgResponse:
+            got = await self.layer.recvmmsg(
+                request.pid,
+                request.fd,
+                request.vlen,
+                request.bufsize,
+                request.controllen,
+                request.flags,
+                request.timeout_ns if request.HasField("timeout_ns") else None,
+            )
+            return pb.RecvMmsgResponse(msgs=[self._recv_response(d, request.flags) for d in got])
+
+        return await _syscall(context, lambda e: pb.RecvMmsgResponse(errno=e), body)
+
+    async def Shutdown(
+        self, request: pb.ShutdownRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShutdownResponse:
+        async def body() -> pb.ShutdownResponse:
+            await self.layer.shutdown(request.pid, request.fd, request.how)
+            return pb.ShutdownResponse()
+
+        return await _syscall(context, lambda e: pb.ShutdownResponse(errno=e), body)
+
+    async def Fcntl(self, request: pb.FcntlRequest, context: grpc.aio.ServicerContext) -> pb.FcntlResponse:
+        async def body() -> pb.FcntlResponse:
+            return pb.FcntlResponse(value=self.layer.fcntl(request.pid, request.fd, request.cmd, request.arg))
+
+        return await _syscall(context, lambda e: pb.FcntlResponse(errno=e), body)
+
+    async def Poll(
+        self, request: pb.PollRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PollResponse]:
+        """The responses are produced by the layer's poll loop; the stream ends (OK)
+        when its time is up, and the loop's waits below end when the client cancels."""
+        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+
+        async def report(revents: list[int]) -> None:
+            await queue.put(revents)
+
+        async def run() -> None:
+            try:
+                await self.layer.poll(
+                    request.pid,
+                    [(p.fd, p.events) for p in request.fds],
+                    request.timeout_ns if request.HasField("timeout_ns") else None,
+                    report,
+                )
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (revents := await queue.get()) is not None:
+                yield pb.PollResponse(revents=revents)
+            try:
+                await task
+            except UnknownProcess as err:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class SocketService(Service):

@@ -4,9 +4,12 @@ the kernel returns; the protocol below is reached through UdpProto."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections.abc import Awaitable, Callable
 
 from services.core import errno
+from services.core.cred import CAP_NET_RAW, ROOT, Cred
 from services.core.sockaddr import (
     AF_INET,
     AF_UNSPEC,
@@ -16,7 +19,10 @@ from services.core.sockaddr import (
 )
 from services.core.socket_uapi import (
     MSG_DONTWAIT,
+    MSG_ERRQUEUE,
+    MSG_WAITFORONE,
     SO_DOMAIN,
+    SO_ERROR,
     SO_PROTOCOL,
     SO_RCVTIMEO_NEW,
     SO_RCVTIMEO_OLD,
@@ -25,14 +31,26 @@ from services.core.socket_uapi import (
     SO_TYPE,
     SOL_SOCKET,
 )
-from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE
-from services.socket.files import Process, ProcessTable, SocketFile
+from services.core.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_UDPLITE
+from services.socket.files import (
+    FASYNC,
+    FD_CLOEXEC,
+    O_APPEND,
+    O_DIRECT,
+    O_NOATIME,
+    O_NONBLOCK,
+    O_RDWR,
+    Process,
+    ProcessTable,
+    SocketFile,
+)
 from services.socket.proto import RecvMsg, UdpProto
 
 # include/linux/net.h
 SOCK_STREAM = 1
 SOCK_DGRAM = 2
 SOCK_RAW = 3
+SOCK_PACKET = 10
 SOCK_MAX = 11
 SOCK_TYPE_MASK = 0xF
 SOCK_NONBLOCK = 0o4000
@@ -43,7 +61,39 @@ SOCK_CLOEXEC = 0o2000000
 NPROTO = 46
 SOCKADDR_STORAGE_LEN = 128
 # include/uapi/linux/in.h: IPPROTO_MAX (after IPPROTO_MPTCP 262).
+IPPROTO_IP = 0
+IPPROTO_TCP = 6
+IPPROTO_MPTCP = 262
 IPPROTO_MAX = 263
+
+# inetsw[] on 6.18 (inetsw_array and udplite4_register): the protocols each type
+# has, the first being what protocol 0 picks; SOCK_RAW's one entry is the wildcard.
+INETSW = {
+    SOCK_STREAM: (IPPROTO_TCP, IPPROTO_MPTCP),
+    SOCK_DGRAM: (IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_UDPLITE),
+    SOCK_RAW: (IPPROTO_IP,),
+}
+
+# include/linux/socket.h: the flag the 64-bit syscalls refuse (forbid_cmsg_compat);
+# include/uapi/linux/uio.h UIO_MAXIOV, the most messages sendmmsg takes at once.
+MSG_CMSG_COMPAT = 0x80000000
+UIO_MAXIOV = 1024
+
+# include/uapi/linux/fcntl.h (asm-generic): the commands Fcntl takes, and
+# fs/fcntl.c's SETFL_MASK (O_NDELAY is O_NONBLOCK on x86_64).
+F_GETFD = 1
+F_SETFD = 2
+F_GETFL = 3
+F_SETFL = 4
+SETFL_MASK = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME
+
+# include/uapi/asm-generic/poll.h: poll(2)'s bits, the same numbers as EPOLL*.
+POLLERR = 0x008
+POLLHUP = 0x010
+POLLNVAL = 0x020
+
+# include/net/sock.h sk_shutdown
+RCV_SHUTDOWN = 1
 
 # include/uapi/linux/time_types.h: struct __kernel_sock_timeval (SO_*TIMEO_NEW) and,
 # on x86_64, struct __kernel_old_timeval (SO_*TIMEO_OLD) are both two 64-bit fields.
@@ -62,18 +112,24 @@ class SocketLayer:
         self.proto = proto
         self.procs = ProcessTable()
 
-    def open_process(self, comm: str) -> Process:
-        return self.procs.open(comm)
+    def open_process(self, comm: str, cred: Cred = ROOT, nofile: int = 0) -> Process:
+        return self.procs.open(comm, cred, nofile)
 
     async def exit_process(self, pid: int) -> None:
-        """do_exit() → close_files(): every descriptor is closed."""
+        """do_exit() → close_files(): every descriptor is closed, lowest first; calls
+        blocked on them are released (EBADF)."""
         proc = self.procs.remove(pid)
-        for f in list(proc.files.values()):
-            await self.proto.release(f.sk)
+        proc.exited.set()
+        files = [proc.files[fd] for fd in sorted(proc.files)]
         proc.files.clear()
+        for f in files:
+            try:
+                await self.proto.release(f.sk)
+            except OSError:
+                pass  # the layer below went away: nothing is left to release
 
     async def socket(self, pid: int, domain: int, type_: int, protocol: int) -> int:
-        """__sys_socket() → __sock_create() → inet_create()."""
+        """__sys_socket() → __sock_create() → inet_create(), then sock_map_fd()."""
         proc = self.procs.get(pid)
         flags = type_ & ~SOCK_TYPE_MASK
         if flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK):
@@ -84,22 +140,25 @@ class SocketLayer:
             raise errno.kernel_error(errno.EAFNOSUPPORT)
         if kind < 0 or kind >= SOCK_MAX:
             raise errno.kernel_error(errno.EINVAL)
+        if domain == AF_INET and kind == SOCK_PACKET:
+            # "Compatibility": an AF_PACKET socket, whose packet_create() wants
+            # CAP_NET_RAW first. The emulator is built without AF_PACKET.
+            if not proc.cred.capable(CAP_NET_RAW):
+                raise errno.kernel_error(errno.EPERM)
+            raise errno.kernel_error(errno.EAFNOSUPPORT, "the emulator has no AF_PACKET sockets")
         if domain != AF_INET:
             raise errno.kernel_error(errno.EAFNOSUPPORT, "the emulator has AF_INET only")
-        # inet_create(): a protocol number out of range is EINVAL, before the type lookup.
-        if protocol < 0 or protocol >= IPPROTO_MAX:
-            raise errno.kernel_error(errno.EINVAL)
-        if kind != SOCK_DGRAM:
-            raise errno.kernel_error(errno.ESOCKTNOSUPPORT, "the emulator has SOCK_DGRAM only")
-        if protocol == 0:
-            protocol = IPPROTO_UDP
-        if protocol not in (IPPROTO_UDP, IPPROTO_UDPLITE):
-            # inet_create(): no inetsw entry for SOCK_DGRAM and this protocol.
-            raise errno.kernel_error(errno.EPROTONOSUPPORT)
+        protocol = inet_create(proc, kind, protocol)
+        # sock_map_fd(): the descriptor comes after the socket (a socket() that fails
+        # its checks is never EMFILE); nothing is created for one that would be.
         fd = proc.alloc_fd()
-        sk = await self.proto.create(protocol, pid, fd)
+        sk = await self.proto.create(protocol, pid, fd, proc.cred)
         proc.files[fd] = SocketFile(
-            sk, kind, protocol, nonblock=bool(flags & SOCK_NONBLOCK), cloexec=bool(flags & SOCK_CLOEXEC)
+            sk,
+            kind,
+            protocol,
+            f_flags=O_RDWR | (O_NONBLOCK if flags & SOCK_NONBLOCK else 0),
+            cloexec=bool(flags & SOCK_CLOEXEC),
         )
         return fd
 
@@ -131,10 +190,34 @@ class SocketLayer:
         await self.proto.connect(f.sk, addr)
 
     async def sendmsg(
-        self, pid: int, fd: int, data: bytes, addr: bytes, flags: int, trace: bool, control: bytes = b""
+        self,
+        pid: int,
+        fd: int,
+        data: bytes,
+        addr: bytes,
+        flags: int,
+        trace: bool,
+        control: bytes = b"",
+        timeout_ns: int | None = None,
     ) -> int:
-        """____sys_sendmsg() → inet_sendmsg() → udp_sendmsg(); `control` is msg_control."""
-        f = self._file(pid, fd)
+        """____sys_sendmsg() → inet_sendmsg() → udp_sendmsg(); `control` is msg_control.
+        The wait for send buffer room is sock_sndtimeo() (none on an O_NONBLOCK file or
+        with MSG_DONTWAIT, else SO_SNDTIMEO), unless the caller bounds it (a Python
+        timeout-mode socket's poll(POLLOUT), which waits even on an O_NONBLOCK file)."""
+        return await self._sendmsg(self._file(pid, fd), data, addr, flags, trace, control, timeout_ns)
+
+    async def _sendmsg(
+        self,
+        f: SocketFile,
+        data: bytes,
+        addr: bytes,
+        flags: int,
+        trace: bool,
+        control: bytes,
+        timeout_ns: int | None,
+    ) -> int:
+        if timeout_ns is not None and timeout_ns >= 0 and not flags & MSG_DONTWAIT:
+            return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control, timeout_ns)
         if f.nonblock:
             flags |= MSG_DONTWAIT
         # sock_sndtimeo(): no wait with MSG_DONTWAIT, else SO_SNDTIMEO.
@@ -147,13 +230,42 @@ class SocketLayer:
         """____sys_recvmsg() → inet_recvmsg() → udp_recvmsg(); the wait is sock_rcvtimeo()
         unless the caller bounds it (a Python timeout-mode socket's poll). The cmsgs come
         back in RecvMsg.control, at most `controllen` (msg_controllen) bytes."""
-        f = self._file(pid, fd)
-        if f.nonblock:
-            flags |= MSG_DONTWAIT
+        return await self._recvmsg(self._file(pid, fd), bufsize, flags, timeout_ns, controllen)
+
+    async def _recvmsg(
+        self, f: SocketFile, bufsize: int, flags: int, timeout_ns: int | None, controllen: int
+    ) -> RecvMsg:
         wait = f.rcvtimeo_ns
-        if timeout_ns is not None and timeout_ns >= 0:
+        if timeout_ns is not None and timeout_ns >= 0 and not flags & MSG_DONTWAIT:
+            # The caller's poll() waits whatever the file's mode.
+            if f.shutdown & RCV_SHUTDOWN:
+                return await self._recv_polled(f, bufsize, flags, timeout_ns, controllen)
             wait = timeout_ns if wait < 0 else min(wait, timeout_ns)
+        elif f.nonblock:
+            flags |= MSG_DONTWAIT
         return await self.proto.recvmsg(f.sk, bufsize, flags, wait, controllen)
+
+    async def _recv_polled(
+        self, f: SocketFile, bufsize: int, flags: int, timeout_ns: int, controllen: int
+    ) -> RecvMsg:
+        """A timeout-mode read of a socket shut down for reading, as Python makes it:
+        poll() says readable at once (EPOLLRDHUP|EPOLLIN), the non-blocking read finds
+        nothing (EAGAIN, not the 0 of a blocking one), and so on until the time is up.
+        Here the wait is for udp_poll() to change, so a datagram that comes meanwhile
+        (which does not change it) is read at the end of the wait, not at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ns / 1e9
+        known: int | None = None
+        while True:
+            try:
+                return await self.proto.recvmsg(f.sk, bufsize, flags | MSG_DONTWAIT, 0, controllen)
+            except OSError as err:
+                if err.errno != errno.EAGAIN:
+                    raise
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise errno.kernel_error(errno.EAGAIN)
+            known = await self.proto.poll(f.sk, known, int(remaining * 1e9), f.nonblock)
 
     async def getsockname(self, pid: int, fd: int) -> bytes:
         f = self._file(pid, fd)
@@ -203,11 +315,236 @@ class SocketLayer:
         return await self.proto.getsockopt(f.sk, level, optname, optlen)
 
     async def close(self, pid: int, fd: int) -> None:
+        """close(): the fd goes at once; the socket is released, which releases the
+        calls blocked on it (EBADF, and POLLNVAL for a poll)."""
         proc = self.procs.get(pid)
         f = proc.files.pop(fd, None)
         if f is None:
             raise errno.kernel_error(errno.EBADF)
         await self.proto.release(f.sk)
+
+    def fcntl(self, pid: int, fd: int, cmd: int, arg: int) -> int:
+        """do_fcntl() for F_GETFD, F_SETFD, F_GETFL and F_SETFL (setfl()); the int
+        commands take the low 32 bits of arg (argi). Anything else: EINVAL."""
+        f = self._file(pid, fd)
+        argi = arg & 0xFFFFFFFF
+        if cmd == F_GETFD:
+            return FD_CLOEXEC if f.cloexec else 0
+        if cmd == F_SETFD:
+            f.cloexec = bool(argi & FD_CLOEXEC)
+            return 0
+        if cmd == F_GETFL:
+            return f.f_flags
+        if cmd == F_SETFL:
+            # setfl(): a socket's file has no FMODE_CAN_ODIRECT; O_NOATIME needs the
+            # inode's owner, which the creator always is; FASYNC goes through
+            # sock_fasync() (no SIGIO is ever sent here).
+            if argi & O_DIRECT:
+                raise errno.kernel_error(errno.EINVAL)
+            f.f_flags = (argi & SETFL_MASK) | (f.f_flags & ~SETFL_MASK & ~FASYNC) | (argi & FASYNC)
+            return 0
+        raise errno.kernel_error(errno.EINVAL)
+
+    async def shutdown(self, pid: int, fd: int, how: int) -> None:
+        """__sys_shutdown() → inet_shutdown(), which shuts an unconnected socket down and
+        still answers ENOTCONN."""
+        f = self._file(pid, fd)
+        try:
+            await self.proto.shutdown(f.sk, how)
+        except OSError as err:
+            if err.errno != errno.ENOTCONN:
+                raise
+            f.shutdown |= how + 1
+            raise
+        f.shutdown |= how + 1
+
+    async def sendmmsg(
+        self,
+        pid: int,
+        fd: int,
+        msgs: list[tuple[bytes, bytes, bytes]],
+        flags: int,
+        timeout_ns: int | None = None,
+    ) -> list[int]:
+        """__sys_sendmmsg(): each (data, name, control) in order, at most UIO_MAXIOV of
+        them, stopping at the first that fails; each sent one's msg_len, or the first
+        message's error when none was sent (a later error is lost)."""
+        if flags & MSG_CMSG_COMPAT:
+            raise errno.kernel_error(errno.EINVAL)
+        f = self._file(pid, fd)
+        sent: list[int] = []
+        for data, name, control in msgs[:UIO_MAXIOV]:
+            try:
+                sent.append(await self._sendmsg(f, data, name, flags, False, control, timeout_ns))
+            except OSError:
+                if not sent:
+                    raise
+                break
+        return sent
+
+    async def recvmmsg(
+        self,
+        pid: int,
+        fd: int,
+        vlen: int,
+        bufsize: int,
+        controllen: int,
+        flags: int,
+        timeout_ns: int | None = None,
+    ) -> list[RecvMsg]:
+        """__sys_recvmmsg() → do_recvmmsg(): up to vlen datagrams, each read as recvmsg
+        reads one (flags without MSG_WAITFORONE, which makes every read after the first
+        MSG_DONTWAIT). The timeout is looked at only after each datagram, so a read
+        still waits as the file says (and a timeout of 0 takes one datagram). An error
+        after some datagrams is left in sk_err, unless it is EAGAIN; before any, it is
+        the call's."""
+        if flags & MSG_CMSG_COMPAT:
+            raise errno.kernel_error(errno.EINVAL)
+        loop = asyncio.get_running_loop()
+        end: float | None = None
+        if timeout_ns is not None:
+            # poll_select_set_timeout(): an invalid timespec is EINVAL; 0/0 is an end
+            # time already passed.
+            if timeout_ns < 0:
+                raise errno.kernel_error(errno.EINVAL)
+            end = loop.time() + timeout_ns / 1e9 if timeout_ns else 0.0
+        f = self._file(pid, fd)
+        vlen = min(vlen, UIO_MAXIOV)
+        if not vlen:
+            # do_recvmmsg()'s own sock_error() (every read begins with one too, in
+            # __skb_recv_udp, so it matters only when there is none).
+            if not flags & MSG_ERRQUEUE:
+                val, _ = await self.proto.getsockopt(f.sk, SOL_SOCKET, SO_ERROR, 4)
+                err = struct.unpack("=i", val)[0]
+                if err:
+                    raise errno.kernel_error(err)
+            return []
+        got: list[RecvMsg] = []
+        while len(got) < vlen:
+            try:
+                got.append(await self._recvmsg(f, bufsize, flags & ~MSG_WAITFORONE, None, controllen))
+            except OSError as err:
+                if not got:
+                    raise
+                if err.errno != errno.EAGAIN:
+                    try:
+                        await self.proto.set_err(f.sk, err.errno or errno.EIO)
+                    except OSError:
+                        pass  # the socket went meanwhile (closed)
+                break
+            if flags & MSG_WAITFORONE:
+                flags |= MSG_DONTWAIT
+            if end is not None and loop.time() >= end:
+                break
+        return got
+
+    async def poll(
+        self,
+        pid: int,
+        fds: list[tuple[int, int]],
+        timeout_ns: int | None,
+        report: Callable[[list[int]], Awaitable[None]],
+    ) -> None:
+        """do_sys_poll() kept open: `report` gets every (fd, events)'s revents at once
+        (do_pollfd: the socket's udp_poll() mask within events | POLLERR | POLLHUP,
+        POLLNVAL for an fd not open, 0 for a negative fd), then again each time they
+        change, until timeout_ns (None or negative: until cancelled). One wait per
+        socket runs below (a PollOp with the mask last seen); a file closed meanwhile
+        becomes POLLNVAL."""
+        proc = self.procs.get(pid)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_ns is None or timeout_ns < 0 else loop.time() + timeout_ns / 1e9
+        revents = [0] * len(fds)
+        changed = asyncio.Event()
+
+        async def first(i: int, fd: int, events: int) -> tuple[SocketFile, int] | None:
+            if fd < 0:
+                return None
+            f = proc.files.get(fd)
+            if f is not None:
+                try:
+                    mask = await self.proto.poll(f.sk, None, 0, f.nonblock)
+                    revents[i] = mask & (events | POLLERR | POLLHUP)
+                    return f, mask
+                except OSError:
+                    pass
+            revents[i] = POLLNVAL
+            return None
+
+        async def watch(i: int, fd: int, events: int, f: SocketFile, known: int) -> None:
+            while True:
+                try:
+                    known = await self.proto.poll(f.sk, known, -1, f.nonblock)
+                except OSError:
+                    known = -1
+                if known < 0 or proc.files.get(fd) is not f:
+                    revents[i] = POLLNVAL
+                    changed.set()
+                    return
+                revents[i] = known & (events | POLLERR | POLLHUP)
+                changed.set()
+
+        starts = await asyncio.gather(*(first(i, fd, ev) for i, (fd, ev) in enumerate(fds)))
+        watchers = [
+            asyncio.create_task(watch(i, fds[i][0], fds[i][1], *start))
+            for i, start in enumerate(starts)
+            if start is not None
+        ]
+        try:
+            last = list(revents)
+            await report(last)
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    return
+                changed.clear()
+                if revents != last:
+                    last = list(revents)
+                    await report(last)
+        finally:
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+
+def inet_create(proc: Process, kind: int, protocol: int) -> int:
+    """inet_create()'s checks in its order, for what the emulator has (UDP and
+    UDP-Lite datagram sockets): the protocol number's range, the inetsw lookup (protocol
+    0 takes the type's first; SOCK_RAW's wildcard entry takes any but 0), then
+    CAP_NET_RAW for SOCK_RAW. The protocol the socket gets."""
+    if protocol < 0 or protocol >= IPPROTO_MAX:
+        raise errno.kernel_error(errno.EINVAL)
+    entries = INETSW.get(kind)
+    if entries is None:
+        raise errno.kernel_error(errno.ESOCKTNOSUPPORT)
+    if kind == SOCK_RAW:
+        if protocol == IPPROTO_IP:
+            raise errno.kernel_error(errno.EPROTONOSUPPORT)
+        if not proc.cred.capable(CAP_NET_RAW):
+            raise errno.kernel_error(errno.EPERM)
+        raise errno.kernel_error(errno.ESOCKTNOSUPPORT, "the emulator has no raw sockets")
+    if protocol == IPPROTO_IP:
+        protocol = entries[0]
+    if protocol not in entries:
+        raise errno.kernel_error(errno.EPROTONOSUPPORT)
+    if kind != SOCK_DGRAM:
+        raise errno.kernel_error(errno.ESOCKTNOSUPPORT, "the emulator has SOCK_DGRAM only")
+    if protocol == IPPROTO_ICMP:
+        # A ping socket: ping_init_sock() refuses every group outside
+        # net.ipv4.ping_group_range, which is empty ("1 0") by default.
+        raise errno.kernel_error(errno.EACCES, "the emulator has no ping sockets")
+    return protocol
+
+
+def recv_has_name(d: RecvMsg) -> bool:
+    """Whether udp_recvmsg() filled msg_name: not when it returned 0 for a socket shut
+    down for reading (a RecvMsg with no destination, which every datagram received has,
+    outside the error queue)."""
+    return bool(d.daddr or d.msg_flags & MSG_ERRQUEUE)
 
 
 _TIMEOUTS = (SO_RCVTIMEO_OLD, SO_RCVTIMEO_NEW, SO_SNDTIMEO_OLD, SO_SNDTIMEO_NEW)

@@ -132,3 +132,15 @@ class UdpClient:
 
     async def release(self, sk: int) -> None:
         await self._call(sk, release=udp_pb2.ReleaseOp())
+
+    async def shutdown(self, sk: int, how: int) -> None:
+        await self._call(sk, shutdown=udp_pb2.ShutdownOp(how=how))
+
+    async def poll(self, sk: int, known: int | None, timeout_ns: int, nonblock: bool) -> int:
+        reply = await self._call(
+            sk, poll=udp_pb2.PollOp(known=known, timeout_ns=timeout_ns, nonblock=nonblock)
+        )
+        return int(reply.poll.mask)
+
+    async def set_err(self, sk: int, err: int) -> None:
+        await self._call(sk, set_err=udp_pb2.SetErrOp(err=err))

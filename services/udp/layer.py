@@ -15,7 +15,7 @@ import itertools
 import random
 
 from services.core import errno
-from services.core.cred import ROOT, Cred
+from services.core.cred import CAP_NET_BIND_SERVICE, ROOT, Cred
 from services.core.datagram import Datagram
 from services.core.dropreason import DropStats
 from services.core.skbuff import SkBuff
@@ -30,11 +30,13 @@ from services.ip.cork import dst_mtu as route_mtu
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL
 from services.ip.route import RTCF_BROADCAST
 from services.ip.sockglue import IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, InetOpts, SockoptEffect
+from services.udp import tstamp
 from services.udp.errors import IcmpError, UdpErr
 from services.udp.input import UdpInput
 from services.udp.output import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RouteFn, UdpOutput
 from services.udp.recv import UdpRecv
 from services.udp.sock import (
+    SHUTDOWN_MASK,
     SOCK_BINDADDR_LOCK,
     SOCK_BINDPORT_LOCK,
     TCP_CLOSE,
@@ -129,6 +131,32 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         s.purge_error_queue()
         s.wake_all()
 
+    def shutdown(self, s: UdpSock, how: int) -> None:
+        """inet_shutdown(): how + 1 is the sk_shutdown bits (SHUT_RD → RCV_SHUTDOWN,
+        SHUT_WR → SEND_SHUTDOWN, SHUT_RDWR → both), anything else EINVAL. An unconnected
+        socket (TCP_CLOSE) is shut down all the same but answers ENOTCONN ("hack to wake
+        up other listeners, who can poll for EPOLLHUP"); udp_prot has no ->shutdown.
+        sk_state_change() then wakes everyone on the wait queue."""
+        how += 1
+        if how & ~SHUTDOWN_MASK or not how:
+            raise errno.kernel_error(errno.EINVAL)
+        s.shutdown |= how
+        s.wake_all()
+        if s.state == TCP_CLOSE:
+            raise errno.kernel_error(errno.ENOTCONN)
+
+    def skb_tstamp_tx(self, skb: SkBuff, tstype: int) -> None:
+        """__skb_tstamp_tx() reaching the socket that sent the stamped skb (skb->sk; gone
+        when it was closed meanwhile): its error queue entry, charged to sk_rmem_alloc
+        and refused when that is full (sock_queue_err_skb)."""
+        s = self.socks.get(skb.sk)
+        if s is None:
+            return
+        allow_data = bool(self.sysctl.get_int("net.core.tstamp_allow_data"))
+        serr = tstamp.skb_tstamp_tx(s, skb, tstype, allow_data)
+        if serr is not None:
+            s.queue_err_skb(serr)
+
     # Binding and connecting.
 
     async def _addr_type(self, addr: int) -> int:
@@ -139,12 +167,18 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         return dst.rt_type
 
     async def bind(self, s: UdpSock, addr: int, port: int) -> None:
-        """__inet_bind() → udp_v4_get_port()."""
+        """__inet_bind() → udp_v4_get_port(): EADDRNOTAVAIL, then EACCES, then EINVAL
+        for a socket bound already."""
         # inet_addr_type_table(): a unicast address must be one of ours (ip_nonlocal_bind
         # is 0); multicast and the limited broadcast address may always be bound.
         special = ipv4_is_multicast(addr) or ipv4_is_lbcast(addr)
         if addr and not special and await self._addr_type(addr) not in (RTN_LOCAL, RTN_BROADCAST):
             raise errno.kernel_error(errno.EADDRNOTAVAIL)
+        # inet_port_requires_bind_service(): a port below ip_unprivileged_port_start
+        # takes CAP_NET_BIND_SERVICE (port 0 picks an ephemeral one: never).
+        unprivileged = self.sysctl.get_int("net.ipv4.ip_unprivileged_port_start")
+        if port and port < unprivileged and not s.cred.capable(CAP_NET_BIND_SERVICE):
+            raise errno.kernel_error(errno.EACCES)
         if s.state != TCP_CLOSE or s.num:
             raise errno.kernel_error(errno.EINVAL)
         s.rcv_saddr = s.saddr = addr

@@ -41,6 +41,7 @@ from services.core.socket_uapi import (
 )
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
+from services.core.tstamp import SOCKCM_FLAG_TS_OPT_ID
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE, ipv4_is_multicast
 from services.core.wire.udp import CSUM_MANGLED_0, UDP_HLEN
 from services.ip import sockglue
@@ -56,7 +57,8 @@ from services.ip.fib import RTN_MULTICAST
 from services.ip.options import ip_options_undo_bytes
 from services.ip.route import RTCF_BROADCAST
 from services.ip.sockglue import Ipcm, for_each_cmsghdr
-from services.udp.sock import TCP_ESTABLISHED, CachedRoute, UdpSock, sk_wait
+from services.udp.sock import SEND_SHUTDOWN, TCP_ESTABLISHED, CachedRoute, UdpSock, sk_wait
+from services.udp.tstamp import ip_append_tskey, sock_tx_timestamp
 from services.udp.udplite import udplite_send_coverage
 
 # MAX_HEADER: the headroom sock_alloc_send_skb leaves for link and network headers.
@@ -189,6 +191,9 @@ class UdpOutput:
         # ipcm_init_sk(): the socket's source, device, priority and mark, UDP_SEGMENT;
         # then the control messages: any disables the connected fast path.
         ipc = Ipcm(addr=s.saddr, oif=s.bound_dev_if, priority=s.priority, mark=s.mark, gso_size=s.gso_size)
+        # sockcm_init(): sk_tsflags, which a SO_TIMESTAMPING message changes for this
+        # send; SCM_TXTIME needs SO_TXTIME.
+        ipc.tsflags, ipc.txtime = s.tsflags, s.txtime
         if control:
             if udp_cmsg_send(control, ipc):
                 sockglue.ip_cmsg_send(control, ipc)
@@ -282,6 +287,10 @@ class UdpOutput:
             priority=ipc.priority,
             mark=ipc.mark,
             gso_size=ipc.gso_size,
+            # sock_tx_timestamp() of this send's flags; SCM_TS_OPT_ID's key, SCM_TXTIME.
+            tx_flags=sock_tx_timestamp(ipc.tsflags),
+            ts_opt_id=ipc.ts_opt_id if ipc.tsflags & SOCKCM_FLAG_TS_OPT_ID else None,
+            transmit_time=ipc.transmit_time,
             trace=trace,
         )
         if not corkreq:
@@ -345,7 +354,16 @@ class UdpOutput:
             cork.csum_partial = (
                 fits and _csum_offload(cork.dst) and (not flags & MSG_MORE or bool(cork.gso_size))
             )
-            await self._sock_alloc_send_skb(s, timeout_ns)
+            # The datagram's first skb carries the timestamp request and its OPT_ID key;
+            # a key taken from sk_tskey is given back if the allocation fails.
+            tskey, hold_tskey = ip_append_tskey(s, cork.tx_flags, cork.ts_opt_id)
+            try:
+                await self._sock_alloc_send_skb(s, timeout_ns)
+            except OSError:
+                if hold_tskey:
+                    s.tskey = (s.tskey - 1) & 0xFFFFFFFF
+                raise
+            cork.tskey = tskey
             cork.confirm = bool(flags & MSG_CONFIRM)
         cork.length += length
         cork.queue += data
@@ -363,6 +381,10 @@ class UdpOutput:
                 raise errno.kernel_error(err)
             if s.dead:
                 raise errno.kernel_error(errno.EBADF)
+            # Shut down for sending: EPIPE here, not at udp_sendmsg's entry (6.18 has no
+            # check there: MSG_PROBE still succeeds, and the socket is autobound).
+            if s.shutdown & SEND_SHUTDOWN:
+                raise errno.kernel_error(errno.EPIPE)
             if not s.wmem_full():
                 return
             s.nospace = True
@@ -424,6 +446,10 @@ class UdpOutput:
         skb.sk = s.sk
         skb.mark = cork.mark
         skb.priority = cork.priority
+        # Only the first skb of a datagram is timestamped (the emulator's one skb is);
+        # SCM_TXTIME's time is the skb's tstamp (skb_set_delivery_type_by_clockid).
+        skb.tx_flags, skb.tskey = cork.tx_flags, cork.tskey
+        skb.tstamp = cork.transmit_time
         skb.dst_pending_confirm = cork.confirm
         skb.reset_transport_header()
         th = skb.data

@@ -18,30 +18,41 @@ from services.core.socket_uapi import (
     MSG_ERRQUEUE,
     MSG_PEEK,
     MSG_TRUNC,
+    SO_MARK,
+    SO_PRIORITY,
     SO_RXQ_OVFL,
     SOL_SOCKET,
     SOL_UDP,
     UDP_GRO,
 )
 from services.core.trace import Tracer
+from services.core.tstamp import sock_recv_timestamp
 from services.core.wire.ipv4 import Ipv4Packet
 from services.core.wire.udp import UDP_HLEN, UdpPacket
 from services.ip import sockglue
 from services.ip.sockglue import MsgControl, RecvMsg
 from services.udp.input import sock_skb_dropcount, udp_lib_checksum_complete
-from services.udp.sock import UdpSock, sk_wait
+from services.udp.sock import RCV_SHUTDOWN, UdpSock, sk_wait
 
 _U32 = struct.Struct("=I")
 
 
 def sock_recv_cmsgs(msg: MsgControl, s: UdpSock, skb: SkBuff) -> None:
-    """sock_recv_cmsgs() → __sock_recv_cmsgs(): the SOL_SOCKET cmsgs, first of all.
-    SO_RXQ_OVFL (sock_recv_drops) carries the socket's drops when the datagram was
-    queued, and only when there were some."""
+    """sock_recv_cmsgs() → __sock_recv_cmsgs(): the SOL_SOCKET cmsgs, first of all, in
+    its order: the timestamps (sock_recv_timestamp), SO_RXQ_OVFL (sock_recv_drops: the
+    socket's drops when the datagram was queued, and only when there were some), SO_MARK
+    (sock_recv_mark: SO_RCVMARK, the skb's mark) and SO_PRIORITY (sock_recv_priority:
+    SO_RCVPRIORITY, the skb's priority)."""
+    for level, type_, data in sock_recv_timestamp(s, skb, err_queue=False):
+        msg.put(level, type_, data)
     if s.rxq_ovfl:
         dropcount = sock_skb_dropcount(skb)
         if dropcount:
             msg.put(SOL_SOCKET, SO_RXQ_OVFL, _U32.pack(dropcount))
+    if s.rcvmark:
+        msg.put(SOL_SOCKET, SO_MARK, _U32.pack(skb.mark & 0xFFFFFFFF))
+    if s.rcvpriority:
+        msg.put(SOL_SOCKET, SO_PRIORITY, _U32.pack(skb.priority & 0xFFFFFFFF))
 
 
 def _try_recv_from_queue(s: UdpSock, flags: int) -> tuple[SkBuff, int] | None:
@@ -83,6 +94,9 @@ class UdpRecv:
     def _unlink(self, s: UdpSock, skb: SkBuff) -> None:
         s.receive_queue.remove(skb)
         self.udp_rmem_release(s, skb.truesize)
+        if not s.receive_queue:
+            # Not a kernel wake-up: the Poll stream reports EPOLLIN going away.
+            s.poll_wake()
 
     async def udp_recvmsg(
         self, s: UdpSock, length: int, flags: int, timeout_ns: int, controllen: int = 0
@@ -98,6 +112,9 @@ class UdpRecv:
         deadline = None if timeout_ns < 0 else loop.time() + timeout_ns / 1e9
         while True:
             found = await self._skb_recv_udp(s, flags, timeout_ns, deadline)
+            if found is None:
+                # Shut down for reading: 0, before msg_name is filled (no daddr).
+                return RecvMsg(data=b"", ulen=0, msg_flags=0, saddr=0, sport=0)
             skb, off = found
             if not udp_lib_checksum_complete(skb):
                 # csum_copy_err: __sk_queue_drop_skb() (counted in sk_drops), then
@@ -112,9 +129,11 @@ class UdpRecv:
 
     async def _skb_recv_udp(
         self, s: UdpSock, flags: int, timeout_ns: int, deadline: float | None
-    ) -> tuple[SkBuff, int]:
+    ) -> tuple[SkBuff, int] | None:
         """__skb_recv_udp(): sock_error() first, then the queue, then a wait for
-        sk_data_ready (exclusive wake-up) until the deadline."""
+        sk_data_ready (exclusive wake-up) until the deadline. None when a call that
+        would wait finds the socket shut down for reading
+        (__skb_wait_for_more_packets: RCV_SHUTDOWN ends the wait with no error)."""
         loop = asyncio.get_running_loop()
         while True:
             err = s.sock_error()
@@ -127,6 +146,8 @@ class UdpRecv:
                 raise errno.kernel_error(errno.EBADF)
             if flags & MSG_DONTWAIT or timeout_ns == 0:
                 raise errno.kernel_error(errno.EAGAIN)
+            if s.shutdown & RCV_SHUTDOWN:
+                return None
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise errno.kernel_error(errno.EAGAIN)
@@ -201,4 +222,4 @@ class UdpRecv:
         serr = s.dequeue_err_skb()
         if serr is None:
             raise errno.kernel_error(errno.EAGAIN)
-        return sockglue.ip_recv_error(serr, length, controllen, s.inet.cmsg_flags)
+        return sockglue.ip_recv_error(serr, length, controllen, s.inet.cmsg_flags, s)

@@ -20,6 +20,7 @@ from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.ip.sockglue import RecvMsg
 from services.udp.errors import IcmpError
 from services.udp.layer import UdpLayer
+from services.udp.poll import udp_poll, udp_poll_wait
 from services.udp.sock import TCP_ESTABLISHED, UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
@@ -137,6 +138,11 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 self.layer.udp_err(_icmp_from_proto(err))
             if resp.devices:
                 self.layer.devices = {d.ifindex: d.name for d in resp.devices}
+            # TX timestamps the NIC took (__skb_tstamp_tx's clones), for their sockets'
+            # error queues.
+            stamped = skbs_from_proto([x.skb for x in resp.tx_timestamps], self.layer.drops, "skb_tstamp_tx")
+            for skb, stamp in zip(stamped, resp.tx_timestamps, strict=True):
+                self.layer.skb_tstamp_tx(skb, stamp.tstype)
             for done in resp.tx_done:
                 s = self.layer.socks.get(done.sk)
                 if s is not None:
@@ -199,6 +205,18 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 o = call.setsockopt
                 await layer.setsockopt(s, o.level, o.optname, o.optval)
                 out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "shutdown":
+                layer.shutdown(s, call.shutdown.how)
+                out.append(udp_pb2.ProtoReply(id=call.id))
+            elif op == "poll":
+                reply = self._poll(call.id, s, call.poll)
+                if reply is not None:
+                    out.append(reply)
+            elif op == "set_err":
+                if call.set_err.err <= 0:
+                    raise BadMessage(f"call {call.id}: set_err needs a positive errno")
+                s.sk_err = call.set_err.err
+                out.append(udp_pb2.ProtoReply(id=call.id))
             elif op == "getsockopt":
                 g = call.getsockopt
                 val, optlen = await layer.getsockopt(s, g.level, g.optname, g.optlen)
@@ -227,6 +245,21 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
             return _recv_reply(call_id, r)
 
         self._later(call_id, recv)
+        return None
+
+    def _poll(self, call_id: int, s: UdpSock, m: udp_pb2.PollOp) -> udp_pb2.ProtoReply | None:
+        """udp_poll() at once, or, with a mask already known, a task that answers when
+        the mask is another or the time is up (the calls after it go on meanwhile)."""
+        layer = self.layer
+        mask = udp_poll(layer, s, m.nonblock)
+        if not m.HasField("known") or mask != m.known or m.timeout_ns == 0:
+            return udp_pb2.ProtoReply(id=call_id, poll=udp_pb2.PollResult(mask=mask))
+
+        async def wait() -> udp_pb2.ProtoReply:
+            mask = await udp_poll_wait(layer, s, m.known, m.timeout_ns, m.nonblock)
+            return udp_pb2.ProtoReply(id=call_id, poll=udp_pb2.PollResult(mask=mask))
+
+        self._later(call_id, wait)
         return None
 
     async def _sendmsg_reply(

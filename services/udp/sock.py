@@ -19,6 +19,11 @@ from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
 TCP_ESTABLISHED = 1
 TCP_CLOSE = 7
 
+# include/net/sock.h sk_shutdown
+RCV_SHUTDOWN = 1
+SEND_SHUTDOWN = 2
+SHUTDOWN_MASK = 3
+
 # include/net/sock.h sk_userlocks
 SOCK_SNDBUF_LOCK = 1
 SOCK_RCVBUF_LOCK = 2
@@ -157,6 +162,25 @@ class UdpSock:
     rcvmark: bool = False
     rcvpriority: bool = False
     select_err_queue: bool = False
+    # The struct sock options that only keep a value on a UDP socket (sk_setsockopt):
+    # SO_DEBUG (SOCK_DBG), SO_KEEPALIVE (SOCK_KEEPOPEN), SO_OOBINLINE (SOCK_URGINLINE),
+    # SO_LINGER (SOCK_LINGER, sk_lingertime in jiffies), SO_WIFI_STATUS, SO_NOFCS,
+    # SO_BUSY_POLL (sk_ll_usec), SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET,
+    # SO_MAX_PACING_RATE (sk_max_pacing_rate, ~0UL: unlimited), SO_INCOMING_CPU
+    # (sk_incoming_cpu, -1: none) and sk_cookie (0 until sock_gen_cookie() gives one).
+    dbg: bool = False
+    keepopen: bool = False
+    urginline: bool = False
+    linger: bool = False
+    lingertime: int = 0
+    wifi_status: bool = False
+    nofcs: bool = False
+    ll_usec: int = 0
+    prefer_busy_poll: bool = False
+    busy_poll_budget: int = 0
+    max_pacing_rate: int = (1 << 64) - 1
+    incoming_cpu: int = -1
+    cookie: int = 0
     # sk_shutdown (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2), and the pollers waiting on the
     # socket's wait queue (woken, all of them, by every event: sk_data_ready,
     # sk_write_space, sk_error_report, sk_state_change).
@@ -215,8 +239,18 @@ class UdpSock:
         while self.error_queue:
             self.rmem_alloc -= self.error_queue.popleft().truesize
 
+    def poll_wake(self) -> None:
+        """The pollers on the socket's wait queue: every wake-up reaches all of them
+        (poll's entries are not exclusive), and each looks at udp_poll() again."""
+        while self.poll_waiters:
+            w = self.poll_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+
     def data_ready(self) -> None:
-        """sk_data_ready(): wake the first reader waiting (exclusive wake-up)."""
+        """sk_data_ready(): wake every poller and the first reader waiting (an exclusive
+        wake-up)."""
+        self.poll_wake()
         while self.waiters:
             w = self.waiters.popleft()
             if not w.done():
@@ -224,7 +258,9 @@ class UdpSock:
                 return
 
     def wake_all(self) -> None:
-        for q in (self.waiters, self.write_waiters):
+        """sk_state_change() (sock_def_wakeup: wake_up_interruptible_all), and release:
+        readers, senders and pollers, every one."""
+        for q in (self.waiters, self.write_waiters, self.poll_waiters):
             while q:
                 w = q.popleft()
                 if not w.done():
@@ -239,6 +275,7 @@ class UdpSock:
         """sock_def_write_space(): once sk_wmem_alloc is at most half of sk_sndbuf,
         every sender waiting for room is woken."""
         if self.wmem_alloc << 1 <= self.sndbuf:
+            self.poll_wake()
             while self.write_waiters:
                 w = self.write_waiters.popleft()
                 if not w.done():

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import grpc
 
 from services.core import errno
-from services.core.cred import ROOT, Cred
+from services.core.cred import CAP_FULL_SET, ROOT, Cred
 from services.core.ipcb import InetSkbParm, IpOptions, set_ipcb
 from services.core.server import CHANNEL_OPTIONS, ServingStatus
 from services.core.skbuff import Dst, SkBuff, dst_to_proto
@@ -39,6 +39,7 @@ from services.ip.sockglue import RecvMsg
 from services.socket.servicer import SocketServicer
 from services.socket.syscalls import SocketLayer
 from services.udp.layer import IcmpError, UdpLayer
+from services.udp.poll import udp_poll, udp_poll_wait
 from services.udp.servicer import IpRoutes, UdpService
 from services.udp.sock import TCP_ESTABLISHED
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -390,7 +391,9 @@ class ProtoStream:
         return await self.reply(self.start(sk, **op))
 
     async def create(self) -> int:
-        r = await self.call(create=udp_pb2.CreateOp(protocol=IPPROTO_UDP, owner_pid=100, owner_fd=3))
+        # Root's capabilities, as the default process has them (0 would be none).
+        op = udp_pb2.CreateOp(protocol=IPPROTO_UDP, owner_pid=100, owner_fd=3, capabilities=CAP_FULL_SET)
+        r = await self.call(create=op)
         assert r.errno == 0 and r.WhichOneof("result") == "create"
         return int(r.create.sk)
 
@@ -642,6 +645,18 @@ class LoopbackUdp:
 
     async def release(self, sk: int) -> None:
         self.layer.release(self.layer.sock(sk))
+
+    async def shutdown(self, sk: int, how: int) -> None:
+        self.layer.shutdown(self.layer.sock(sk), how)
+
+    async def poll(self, sk: int, known: int | None, timeout_ns: int, nonblock: bool) -> int:
+        s = self.layer.sock(sk)
+        if known is None:
+            return udp_poll(self.layer, s, nonblock)
+        return await udp_poll_wait(self.layer, s, known, timeout_ns, nonblock)
+
+    async def set_err(self, sk: int, err: int) -> None:
+        self.layer.sock(sk).sk_err = err
 
 
 class SocketHarness:

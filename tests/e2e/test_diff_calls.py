@@ -1,0 +1,334 @@
+"""The socket calls as a user of the socket module makes them, compared between this
+machine's kernel and an emulated host (the differential suite, issue 6): socket()'s
+argument checks, bind/connect/getsockname/getpeername, the send and receive calls with
+their flags and msg_flags, a closed socket, blocking modes and timeouts, shutdown, and
+select readiness. The harness is test_udp_kernel_send.py's: the same script runs with
+`socket` in a network namespace of its own and with `stackemu.socket` on alice (and
+`select` or `stackemu.select` to go with it), and every key must be the same.
+
+What 6.18 answered is written next to each comparison.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from services.core import errno
+from tests.e2e.diff_common import call, select_module
+from tests.e2e.test_udp_kernel_send import LO, PORT, SOL_SOCKET, Both, Host, compare, main, run_both
+
+AF_UNSPEC, AF_INET, AF_MAX = 0, 2, 46
+SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_RDM, SOCK_SEQPACKET, SOCK_MAX = 1, 2, 3, 4, 5, 11
+SOCK_NONBLOCK, SOCK_CLOEXEC = 0o4000, 0o2000000
+SO_TYPE, SO_ERROR, SO_PROTOCOL, SO_DOMAIN = 3, 4, 38, 39
+MSG_PEEK, MSG_TRUNC, MSG_DONTWAIT, MSG_CTRUNC, MSG_ERRQUEUE = 0x2, 0x20, 0x40, 0x8, 0x2000
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+TYPES = (SOCK_DGRAM, SOCK_STREAM, SOCK_RAW, SOCK_RDM, SOCK_SEQPACKET, 0, SOCK_MAX, 100)
+PROTOS = (0, 17, 136, 6, 1, 255, 262, 263, 1000)
+FLAGGED = (
+    SOCK_DGRAM | SOCK_NONBLOCK,
+    SOCK_DGRAM | SOCK_CLOEXEC,
+    SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    SOCK_DGRAM | 0x100,
+    SOCK_DGRAM | 0x10000000,
+    SOCK_DGRAM | SOCK_NONBLOCK | 0x40,
+)
+
+
+def created(h: Host, family: int, type_: int, proto: int) -> Any:
+    """socket()'s outcome: the new socket's type, proto and timeout as Python sees them
+    and SO_TYPE, SO_PROTOCOL and SO_DOMAIN as the kernel says, or the error."""
+
+    def make() -> list[Any]:
+        s = h.sk.socket(family, type_, proto)
+        try:
+            seen = [int(s.type), s.proto, s.gettimeout()]
+            return seen + [call(lambda: s.getsockopt(SOL_SOCKET, o)) for o in (SO_TYPE, SO_PROTOCOL, SO_DOMAIN)]
+        finally:
+            s.close()
+
+    return call(make)
+
+
+def creating(h: Host) -> dict[str, Any]:
+    """socket(): __sys_socket, __sock_create, inet_create (test_socket_matrix)."""
+    return {
+        "socket families": [[f, created(h, f, SOCK_DGRAM, 0)] for f in (AF_UNSPEC, AF_MAX, 1000)],
+        "socket types and protocols": [[t, p, created(h, AF_INET, t, p)] for t in TYPES for p in PROTOS],
+        "socket flags": [[t, created(h, AF_INET, t, 0)] for t in FLAGGED],
+    }
+
+
+def addressing(h: Host) -> dict[str, Any]:
+    """bind, connect, getsockname, getpeername (test_addresses)."""
+    out: dict[str, Any] = {}
+    s = h.sock()
+    r = h.sock(1)
+    out["unbound names"] = [call(s.getsockname), call(s.getpeername)]
+    out["bind"] = [
+        call(lambda: s.bind(("127.0.0.1", PORT + 2))),
+        call(s.getsockname),
+        call(lambda: s.bind(("127.0.0.1", PORT + 3))),
+        call(lambda: h.sock().bind(("127.0.0.1", PORT + 2))),
+        call(lambda: h.sock().bind(("192.0.2.1", PORT + 4))),
+        call(lambda: h.sock().bind(("255.255.255.255", PORT + 4))),
+        call(lambda: h.sock().bind(("224.0.0.1", PORT + 4))),
+        call(lambda: h.sock().bind(("127.0.0.2", PORT + 2))),
+    ]
+    c = h.sock()
+    out["connect"] = [
+        call(lambda: c.connect((LO, PORT + 1))),
+        h.port(c.getsockname()),
+        call(c.getpeername),
+        call(lambda: c.connect((LO, PORT + 5))),
+        call(c.getpeername),
+        call(lambda: c.send(b"to 5")),
+        call(lambda: c.connect(("192.0.2.1", 53))),
+        call(c.getpeername),
+        call(lambda: c.connect(("255.255.255.255", PORT + 1))),
+        call(lambda: c.connect((LO, 0))),
+        call(c.getpeername),
+        call(lambda: c.send(b"to 0")),
+        call(lambda: c.connect(("0.0.0.0", PORT + 1))),
+        call(c.getpeername),
+        call(lambda: c.send(b"to any")),
+        call(lambda: c.connect_ex((LO, PORT + 1))),
+        call(lambda: c.sendto(b"sendto on connected", (LO, PORT + 1))),
+        h.got(r),
+    ]
+    for x in (s, r, c):
+        x.close()
+    return out
+
+
+def transfer(h: Host) -> dict[str, Any]:
+    """sendto/sendmsg/recvfrom/recvmsg/recv_into/recvmsg_into and their flags
+    (test_send_and_receive)."""
+    out: dict[str, Any] = {}
+    r = h.sock(10)
+    s = h.sock(11)
+    to = (LO, PORT + 10)
+
+    def msg(m: tuple[bytes, list[Any], int, Any]) -> list[Any]:
+        return [m[0].hex(), len(m[1]), m[2], h.port(m[3])]
+
+    def into(sizes: tuple[int, ...], anc: int, flags: int) -> list[Any]:
+        bufs = [bytearray(n) for n in sizes]
+        n, ancdata, msg_flags, addr = r.recvmsg_into(bufs, anc, flags)
+        return [n, [b.hex() for b in bufs], len(ancdata), msg_flags, h.port(addr)]
+
+    out["sends"] = [
+        call(lambda: s.sendto(b"sendto", to)),
+        call(lambda: s.sendto(b"sendto flags", MSG_DONTWAIT, to)),
+        call(lambda: s.sendmsg([b"send", b"msg", b"", b"iov"], [], 0, to)),
+        call(lambda: s.sendmsg([memoryview(b"view"), bytearray(b"array")], (), 0, to)),
+        call(lambda: s.sendmsg([b"x"] * 1024, [], 0, to)),
+        call(lambda: s.sendmsg([b"x"] * 1025, [], 0, to)),
+        call(lambda: s.sendto(b"x", ("127.0.0.1", 65535))),
+    ]
+    h.settle()
+    out["receives"] = [
+        call(lambda: r.recvfrom(100)[0]),
+        call(lambda: h.port(r.recvfrom(100)[1])),
+        call(lambda: msg(r.recvmsg(5, 0, MSG_PEEK))),
+        call(lambda: into((3, 4, 10), 0, 0)),
+        call(lambda: into((2, 2), 64, MSG_PEEK)),
+        call(lambda: into((2, 2), 64, MSG_TRUNC)),
+        call(lambda: into((0,), 0, 0)),
+    ]
+    s.sendto(b"0123456789", to)
+    s.sendto(b"abcdefghij", to)
+    h.settle()
+    buf = bytearray(16)
+    out["recv_into and recvfrom_into"] = [
+        call(lambda: [r.recv_into(buf, 4, MSG_PEEK), buf.hex()]),
+        call(lambda: [r.recv_into(buf), buf.hex()]),
+        call(lambda: (lambda n, a: [n, h.port(a), buf.hex()])(*r.recvfrom_into(buf, 3))),
+        call(lambda: r.recv_into(buf, 4, MSG_DONTWAIT)),
+        call(lambda: r.recvfrom(100, MSG_DONTWAIT)),
+        call(lambda: r.recvmsg(100, 0, MSG_DONTWAIT | MSG_PEEK)),
+        call(lambda: r.recvmsg(100, 0, MSG_ERRQUEUE)),
+    ]
+    s.sendto(b"ctrunc", to)
+    h.settle()
+    r.setsockopt(0, 12, 1)  # IP_RECVTTL: a cmsg for a control buffer too small for it
+    out["msg_flags out"] = [call(lambda: msg(r.recvmsg(100, 8))), call(lambda: msg(r.recvmsg(100, 0)))]
+    for x in (r, s):
+        x.close()
+    return out
+
+
+def modes(h: Host) -> dict[str, Any]:
+    """A closed socket, setblocking/settimeout and what an empty queue does then
+    (test_closed_and_timeouts)."""
+    out: dict[str, Any] = {}
+    d = h.sock(20)
+    d.close()
+    out["closed"] = [
+        d.fileno(),
+        call(lambda: d.send(b"x")),
+        call(lambda: d.sendto(b"x", (LO, PORT))),
+        call(lambda: d.recv(1)),
+        call(lambda: d.bind((LO, PORT + 21))),
+        call(d.getsockname),
+        call(lambda: d.getsockopt(SOL_SOCKET, SO_TYPE)),
+        call(lambda: d.setsockopt(SOL_SOCKET, SO_TYPE, 1)),
+        call(d.close),
+        call(lambda: h.sock(20).getsockname()),
+    ]
+    r = h.sock(22)
+    seq: list[Any] = [r.gettimeout(), r.getblocking()]
+    r.setblocking(False)
+    seq += [r.gettimeout(), r.getblocking(), call(lambda: r.recv(1)), call(lambda: r.recvmsg(1))]
+    r.settimeout(0.05)
+    seq += [r.gettimeout(), r.getblocking(), call(lambda: r.recv(1)), call(lambda: r.recvfrom(1))]
+    r.settimeout(0)
+    seq += [r.gettimeout(), call(lambda: r.recv(1))]
+    r.setblocking(True)
+    seq += [r.gettimeout(), call(lambda: r.recv(1, MSG_DONTWAIT))]
+    h.sock(23).sendto(b"late", (LO, PORT + 22))
+    seq += [call(lambda: r.recv(10))]
+    out["blocking modes"] = seq
+    r.close()
+
+    # A blocking recv in a thread, released by a datagram.
+    b = h.sock(24)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(call(lambda: b.recv(100))), daemon=True)
+    t.start()
+    h.sock(25).sendto(b"wake", (LO, PORT + 24))
+    t.join(5)
+    out["blocked recv woken"] = got
+    b.close()
+    return out
+
+
+def shutting(h: Host) -> dict[str, Any]:
+    """shutdown() on unconnected and connected sockets, and the calls after it
+    (test_shutdown)."""
+    out: dict[str, Any] = {}
+    u = h.sock(30)
+    out["shutdown unconnected"] = [
+        call(lambda: u.shutdown(SHUT_RD)),
+        call(lambda: u.recv(10)),
+        call(lambda: u.recv(10, MSG_DONTWAIT)),
+        call(lambda: u.shutdown(3)),
+        call(lambda: u.shutdown(-1)),
+        call(lambda: u.sendto(b"after RD", (LO, PORT + 30))),
+        call(lambda: u.recv(10)),
+        call(lambda: u.recv(10)),
+    ]
+    c = h.sock(31)
+    c.connect((LO, PORT + 32))
+    p = h.sock(32)
+    p.sendto(b"queued", (LO, PORT + 31))
+    h.settle()
+    out["shutdown connected"] = [
+        call(lambda: c.shutdown(SHUT_WR)),
+        call(lambda: c.send(b"after WR")),
+        call(lambda: c.sendto(b"after WR", (LO, PORT + 32))),
+        call(lambda: c.recv(10)),
+        call(lambda: c.shutdown(SHUT_RD)),
+        call(lambda: c.recv(10)),
+        call(lambda: c.getsockopt(SOL_SOCKET, SO_ERROR)),
+        call(c.getpeername),
+        call(lambda: c.shutdown(SHUT_RDWR)),
+        call(lambda: p.sendto(b"to shut", (LO, PORT + 31))),
+        h.got(c),
+        call(lambda: p.recv(10, MSG_DONTWAIT)),
+    ]
+    for x in (u, c, p):
+        x.close()
+    return out
+
+
+def readiness(h: Host) -> dict[str, Any]:
+    """select.select on the kernel, stackemu.select.select on the emulated host
+    (test_select)."""
+    sel = select_module(h)
+    r = h.sock(40)
+    s = h.sock(41)
+    names = {id(r): "r", id(s): "s"}
+
+    def ready(rl: list[Any], wl: list[Any], xl: list[Any], timeout: float = 0) -> Any:
+        return call(lambda: [[names[id(x)] for x in got] for got in sel.select(rl, wl, xl, timeout)])
+
+    out: dict[str, Any] = {}
+    seq = [ready([r, s], [r, s], [r, s])]
+    s.sendto(b"ready", (LO, PORT + 40))
+    h.settle()
+    seq += [ready([r, s], [], [r, s]), call(lambda: r.recv(10)), ready([r], [], [], 0.05)]
+    r.setsockopt(0, 11, 1)  # IP_RECVERR: a port unreachable is queued on the error queue
+    r.sendto(b"nobody", (LO, PORT + 49))
+    h.settle()
+    seq += [
+        ready([r], [r], [r]),
+        call(lambda: r.getsockopt(SOL_SOCKET, SO_ERROR)),
+        ready([r], [r], [r]),
+        call(lambda: r.recvmsg(100, 100, MSG_ERRQUEUE)[2]),
+        ready([r], [r], [r]),
+    ]
+    seq += [call(lambda: r.shutdown(SHUT_RD)), ready([r], [r], [r])]
+    out["select"] = seq
+
+    w = h.sock(42)
+    names[id(w)] = "w"
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(ready([w], [], [], 5)), daemon=True)
+    t.start()
+    s.sendto(b"wake", (LO, PORT + 42))
+    t.join(6)
+    out["select woken"] = got
+    d = h.sock()
+    d.close()
+    out["select closed"] = ready([d], [], [])
+    for x in (r, s, w):
+        x.close()
+    return out
+
+
+# The tests.
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
+    yield from run_both(__name__, str(tmp_path_factory.mktemp("state")))
+
+
+def test_socket_matrix(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "socket families", "socket types and protocols", "socket flags")
+
+
+def test_addresses(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "unbound names", "bind", "connect")
+
+
+def test_send_and_receive(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "sends", "receives", "recv_into and recvfrom_into", "msg_flags out")
+
+
+def test_closed_and_timeouts(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "closed", "blocking modes", "blocked recv woken")
+
+
+def test_shutdown(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "shutdown unconnected", "shutdown connected")
+
+
+def test_select(both: Both) -> None:
+    kernel, emulated = both
+    compare(kernel, emulated, "select", "select woken", "select closed")
+
+
+if __name__ == "__main__":
+    main(creating, addressing, transfer, modes, shutting, readiness)
