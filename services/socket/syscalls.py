@@ -541,10 +541,11 @@ def inet_create(proc: Process, kind: int, protocol: int) -> int:
 
 
 def recv_has_name(d: RecvMsg) -> bool:
-    """Whether udp_recvmsg() filled msg_name: not when it returned 0 for a socket shut
-    down for reading (a RecvMsg with no destination, which every datagram received has,
-    outside the error queue)."""
-    return bool(d.daddr or d.msg_flags & MSG_ERRQUEUE)
+    """Whether msg_name was filled: a RecvMsg without a destination carries none (a
+    udp_recvmsg() that returned 0 for a socket shut down for reading, an error-queue
+    entry ipv4_datagram_support_addr() gives no address: a timestamp); every datagram
+    received, and an ICMP or local error, has one."""
+    return bool(d.daddr)
 
 
 _TIMEOUTS = (SO_RCVTIMEO_OLD, SO_RCVTIMEO_NEW, SO_SNDTIMEO_OLD, SO_SNDTIMEO_NEW)

@@ -277,10 +277,15 @@ def transmitting(h: Host) -> dict[str, Any]:
     )
     s = case("OPT_ID again", SW | TX_SW | OPT_ID, [b"a", b"b"])
     clock = Clock()
+    # Settled after each send: the flags an entry is completed with are the socket's
+    # when the stamp is taken (at once on the kernel's lo; when the NIC's clone comes
+    # back up on the emulator).
     put(s, SOL_SOCKET, SO_TIMESTAMPING, SW | TX_SW | OPT_ID)
     s.sendto(b"c", to)
+    h.settle()
     put(s, SOL_SOCKET, SO_TIMESTAMPING, SW | TX_SW)
     s.sendto(b"d", to)
+    h.settle()
     put(s, SOL_SOCKET, SO_TIMESTAMPING, SW | TX_SW | OPT_ID)
     s.sendto(b"e", to)
     h.settle()
