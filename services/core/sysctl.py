@@ -20,10 +20,16 @@ Layer = Literal["core", "nic", "ip", "udp", "socket"]
 SysctlValue = int | tuple[int, ...]
 Watcher = Callable[[str, SysctlValue], None]
 
-# The emulated kernel's CONFIG_HZ. Jiffies-based sysctls and the netdev_budget_usecs
-# floor (2 * USEC_PER_SEC / HZ) depend on it; 1000 gives the project's 2000 us budget.
-# This machine runs CONFIG_HZ=250, so it shows netdev_budget_usecs = 8000.
+# The emulated kernel's CONFIG_HZ. Jiffies-based sysctls, the neighbour and ICMP timers
+# and the netdev_budget_usecs floor (2 * USEC_PER_SEC / HZ) depend on it; 1000 gives the
+# project's 2000 us budget. This machine runs CONFIG_HZ=250 (netdev_budget_usecs 8000).
 HZ: Final = 1000
+# The HZ the socket options that show jiffies to the user use: SO_RCVTIMEO/SO_SNDTIMEO
+# read back in 4 ms steps and SO_LINGER's l_linger -1 as LONG_MAX / 250, as on this
+# machine. (The timers above still count at HZ; one HZ for both is to come.)
+SOCK_HZ: Final = 250
+# include/linux/sched.h MAX_SCHEDULE_TIMEOUT (LONG_MAX jiffies).
+MAX_SCHEDULE_TIMEOUT: Final = (1 << 63) - 1
 
 INT_MIN: Final = -(2**31)
 INT_MAX: Final = 2**31 - 1

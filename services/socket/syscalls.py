@@ -31,6 +31,8 @@ from services.core.socket_uapi import (
     SO_TYPE,
     SOL_SOCKET,
 )
+from services.core.sysctl import MAX_SCHEDULE_TIMEOUT
+from services.core.sysctl import SOCK_HZ as HZ
 from services.core.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_UDPLITE
 from services.socket.files import (
     FASYNC,
@@ -101,10 +103,6 @@ _TIMEVAL = struct.Struct("=qq")
 TIMEVAL_LEN = _TIMEVAL.size
 USEC_PER_SEC = 1_000_000
 NSEC_PER_SEC = 1_000_000_000
-# CONFIG_HZ of the kernel emulated (SO_RCVTIMEO reads back in 4 ms steps on it), and
-# MAX_SCHEDULE_TIMEOUT (LONG_MAX jiffies).
-HZ = 250
-MAX_SCHEDULE_TIMEOUT = (1 << 63) - 1
 
 
 class SocketLayer:

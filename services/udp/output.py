@@ -190,7 +190,14 @@ class UdpOutput:
         params = self._sendmsg_address(s, name)
         # ipcm_init_sk(): the socket's source, device, priority and mark, UDP_SEGMENT;
         # then the control messages: any disables the connected fast path.
-        ipc = Ipcm(addr=s.saddr, oif=s.bound_dev_if, priority=s.priority, mark=s.mark, gso_size=s.gso_size)
+        ipc = Ipcm(
+            addr=s.saddr,
+            oif=s.bound_dev_if,
+            priority=s.priority,
+            mark=s.mark,
+            gso_size=s.gso_size,
+            cred=s.cred,
+        )
         # sockcm_init(): sk_tsflags, which a SO_TIMESTAMPING message changes for this
         # send; SCM_TXTIME needs SO_TXTIME.
         ipc.tsflags, ipc.txtime = s.tsflags, s.txtime

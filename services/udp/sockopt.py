@@ -98,7 +98,8 @@ from services.core.socket_uapi import (
     UDPLITE_RECV_CSCOV,
     UDPLITE_SEND_CSCOV,
 )
-from services.core.sysctl import Sysctl
+from services.core.sysctl import MAX_SCHEDULE_TIMEOUT, Sysctl
+from services.core.sysctl import SOCK_HZ as HZ
 from services.core.wire.ipv4 import IPPROTO_UDP
 from services.ip.sockglue import may_set_mark, sk_set_prio_allowed
 from services.udp import tstamp
@@ -113,11 +114,6 @@ SOCK_MIN_RCVBUF = 2304
 INT_MAX = 0x7FFFFFFF
 USHRT_MAX = 0xFFFF
 ULONG_MAX = (1 << 64) - 1
-# CONFIG_HZ of the kernel emulated: SO_LINGER keeps jiffies (6.18 here reads l_linger -1
-# back as LONG_MAX / 250 cut to an int; SO_RCVTIMEO moves in 4 ms steps).
-HZ = 250
-# include/linux/sched.h MAX_SCHEDULE_TIMEOUT (LONG_MAX jiffies).
-MAX_SCHEDULE_TIMEOUT = (1 << 63) - 1
 # include/uapi/linux/if.h
 IFNAMSIZ = 16
 SK_CAN_REUSE = 1

@@ -5,8 +5,8 @@ The host is the one STACKEMU_HOST names (default alice) in the stack `stackemu u
 started, or the socket service at STACKEMU_SOCKET_ADDR=host:port. Everything that is
 not a socket object (constants, inet_aton, htons, exceptions, getaddrinfo) is the
 standard module's, plus the constants it lacks (SO_TIMESTAMPING, SOF_TIMESTAMPING_*,
-UDP_SEGMENT, IP_RECVERR, ...: Linux's values, from services.core.socket_uapi and
-services.ip.sockglue). Errors are OSError subclasses with the Linux errno, as the
+UDP_SEGMENT, IP_RECVERR, ...: Linux's values, from services.core.socket_uapi,
+services.core.tstamp and services.ip.sockglue). Errors are OSError subclasses with the Linux errno, as the
 standard module raises them; ancillary data is msg_control byte for byte, parsed as
 CPython parses it.
 
@@ -20,6 +20,11 @@ with the credentials of:
     as the emulated descriptors are not its own).
 A daemon thread holds the socket service's KeepAlive stream, so that the host closes
 the process's sockets when the Python process ends, even by SIGKILL.
+
+Limits: an emulated socket has no real descriptor (fileno() is the emulated one, for
+stackemu.select and socket(fileno=)); dup(), fromfd() and makefile() raise OSError
+EOPNOTSUPP; a forked child shares the parent's emulated process (and gRPC channel),
+as it would share descriptors, which gRPC does not support after fork.
 
 Extras the standard module lacks: socket.sendmmsg(msgs, flags=0) and
 socket.recvmmsg(vlen, bufsize, ancbufsize=0, flags=0, timeout=None) (sendmmsg(2),

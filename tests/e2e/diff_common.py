@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,23 +41,32 @@ def call(f: Callable[[], object]) -> Any:
     return v.hex() if isinstance(v, bytes | bytearray) else v
 
 
+def bounded(f: Callable[[], object], seconds: float = 2) -> Any:
+    """call(f) for a call that may block: "blocked" when it has not returned after
+    `seconds` (it is left blocked in a daemon thread), so that a side that blocks where
+    the other does not is a difference, not a hung script."""
+    result: list[Any] = ["blocked"]
+    thread = threading.Thread(target=lambda: result.__setitem__(0, call(f)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0]
+
+
 def select_module(h: Host) -> Any:
     """The stdlib select for the kernel, stackemu.select for the emulated host."""
     return importlib.import_module("select" if h.kernel else "stackemu.select")
 
 
 class Clock:
-    """The wall clock before a send and after the receive: a timestamp in between is
-    "ok" (its value differs from run to run; its being in the window does not)."""
+    """The wall clock before a send (begin) and after the receive (when a cmsg is
+    normalised): a timestamp in between is "ok" (its value differs from run to run;
+    its being in the window does not)."""
 
     def __init__(self) -> None:
-        self.start = self.end = time.time_ns()
+        self.start = time.time_ns()
 
     def begin(self) -> None:
         self.start = time.time_ns()
-
-    def stop(self) -> None:
-        self.end = time.time_ns()
 
     def stamp(self, chunk: bytes, usec: bool) -> str:
         sec, frac = PAIR.unpack(chunk)
@@ -64,13 +74,15 @@ class Clock:
             return "0"
         ns = sec * 10**9 + frac * (1000 if usec else 1)
         # a usec stamp is cut down to the microsecond, so the window starts 1 us early
-        return "ok" if self.start - 1000 <= ns <= self.end else f"out of window: {chunk.hex()}"
+        return "ok" if self.start - 1000 <= ns <= time.time_ns() else f"out of window: {chunk.hex()}"
 
     def cmsg(self, level: int, type_: int, data: bytes) -> list[Any]:
         """(level, type, data) as [level, type, data hex], a timestamp's data as a
-        "ok"/"0" per struct (whole ones only: a cut one stays hex)."""
-        if level != SOL_SOCKET or type_ not in TIMESTAMPS or len(data) % PAIR.size:
+        "ok"/"0" per struct, and one put_cmsg cut short as ["cut", its length]."""
+        if level != SOL_SOCKET or type_ not in TIMESTAMPS:
             return [level, type_, data.hex()]
+        if len(data) % PAIR.size:
+            return [level, type_, ["cut", len(data)]]
         chunks = [data[i : i + PAIR.size] for i in range(0, len(data), PAIR.size)]
         return [level, type_, [self.stamp(c, type_ in USEC) for c in chunks]]
 

@@ -234,6 +234,11 @@ def modes() -> dict[str, Any]:
     out["timeout recv"] = _err(lambda: r.recv(1))
     out["timeout recvfrom_into"] = _err(lambda: r.recvfrom_into(bytearray(4)))
     out["negative timeout"] = _err(lambda: r.settimeout(-1))
+    r.settimeout(5)
+    s = sk.socket(sk.AF_INET, sk.SOCK_DGRAM)
+    t = _later(lambda: s.sendto(b"late", r.getsockname()))
+    out["timeout recv waits"] = [r.recv(10).decode(), sk.fcntl(r, sk.F_GETFL)]
+    t.join()
     r.set_inheritable(True)
     out["inheritable"] = [sk.fcntl(r, sk.F_GETFD), r.get_inheritable()]
     n = sk.socket(sk.AF_INET, sk.SOCK_DGRAM | sk.SOCK_NONBLOCK)
@@ -516,6 +521,8 @@ def test_blocking_modes_and_fcntl(stack: dict[str, str]) -> None:
         "timeout recv": ["TimeoutError", "timed out"],
         "timeout recvfrom_into": ["TimeoutError", "timed out"],
         "negative timeout": ["ValueError", "Timeout value out of range"],
+        # sock_call_ex(): poll() for the timeout, then the call on the O_NONBLOCK file.
+        "timeout recv waits": ["late", nb],
         "inheritable": [0, True],
         "SOCK_NONBLOCK": [nb, 0.0, 2],
         "default timeout": [nb, 2.0],
