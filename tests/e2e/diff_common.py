@@ -27,13 +27,13 @@ TIMESTAMPS = {SCM_TIMESTAMP_OLD, SCM_TIMESTAMPNS_OLD, SCM_TIMESTAMPING_OLD} | {
 PAIR = struct.Struct("=qq")
 
 
-def call(f: Callable[[], object]) -> Any:
-    """f()'s value (bytes as hex), or [exception class, errno] when it raised OSError:
+def call(f: Callable[..., object], *args: Any) -> Any:
+    """f(*args)'s value (bytes as hex), or [exception class, errno] when it raised OSError:
     the class matters (TimeoutError, BlockingIOError, BrokenPipeError...) as much as
     the number, since code written for the stdlib module catches the class. A
     ValueError (a closed socket's fd -1 handed to select) is [class]."""
     try:
-        v = f()
+        v = f(*args)
     except OSError as e:
         return [type(e).__name__, e.errno]
     except ValueError as e:
@@ -50,6 +50,17 @@ def bounded(f: Callable[[], object], seconds: float = 2) -> Any:
     thread.start()
     thread.join(seconds)
     return result[0]
+
+
+def settled(h: Host, f: Callable[..., object], *args: Any) -> Any:
+    """call(f, *args), then settled twice: on the kernel an ICMP error or a TX timestamp is
+    queued when the send returns (lo's softirq runs in the sender's context); the
+    emulated host produces it while the first sentinel may already be on its way, but
+    before the second is sent."""
+    got = call(f, *args)
+    h.settle()
+    h.settle()
+    return got
 
 
 def select_module(h: Host) -> Any:

@@ -11,7 +11,6 @@ What 6.18 answered is written next to each comparison.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from services.core import errno
-from tests.e2e.diff_common import bounded, call, select_module
+from tests.e2e.diff_common import bounded, call, select_module, settled
 from tests.e2e.test_udp_kernel_send import LO, PORT, SOL_SOCKET, Both, Host, compare, main, run_both
 
 AF_UNSPEC, AF_INET, AF_MAX = 0, 2, 46
@@ -48,9 +47,7 @@ def created(h: Host, family: int, type_: int, proto: int) -> Any:
         s = h.sk.socket(family, type_, proto)
         try:
             seen = [int(s.type), s.proto, s.gettimeout()]
-            return seen + [
-                call(lambda: s.getsockopt(SOL_SOCKET, o)) for o in (SO_TYPE, SO_PROTOCOL, SO_DOMAIN)
-            ]
+            return seen + [call(s.getsockopt, SOL_SOCKET, o) for o in (SO_TYPE, SO_PROTOCOL, SO_DOMAIN)]
         finally:
             s.close()
 
@@ -89,7 +86,7 @@ def addressing(h: Host) -> dict[str, Any]:
         call(c.getpeername),
         call(lambda: c.connect((LO, PORT + 5))),
         call(c.getpeername),
-        call(lambda: c.send(b"to 5")),
+        settled(h, lambda: c.send(b"to 5")),
         call(lambda: c.connect(("192.0.2.1", 53))),
         call(c.getpeername),
         call(lambda: c.connect(("255.255.255.255", PORT + 1))),
@@ -271,8 +268,7 @@ def readiness(h: Host) -> dict[str, Any]:
     h.settle()
     seq += [ready([r, s], [], [r, s]), call(lambda: r.recv(10, MSG_DONTWAIT)), ready([r], [], [], 0.05)]
     r.setsockopt(0, 11, 1)  # IP_RECVERR: a port unreachable is queued on the error queue
-    r.sendto(b"nobody", (LO, PORT + 49))
-    h.settle()
+    settled(h, lambda: r.sendto(b"nobody", (LO, PORT + 49)))
     seq += [
         ready([r], [r], [r]),
         call(lambda: r.getsockopt(SOL_SOCKET, SO_ERROR)),
@@ -307,33 +303,154 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
     yield from run_both(__name__, str(tmp_path_factory.mktemp("state")))
 
 
+def _err(name: str, n: int) -> list[Any]:
+    return [name, n]
+
+
+EINVAL, EAGAIN = _err("OSError", errno.EINVAL), _err("BlockingIOError", errno.EAGAIN)
+ENOTCONN = _err("OSError", errno.ENOTCONN)
+
+
 def test_socket_matrix(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: a family past AF_MAX or unregistered EAFNOSUPPORT; for AF_INET a type past
+    # SOCK_MAX or flags other than SOCK_NONBLOCK|SOCK_CLOEXEC EINVAL (__sys_socket), a
+    # type inet has no entry for (SOCK_RDM, SOCK_SEQPACKET, 0) ESOCKTNOSUPPORT, a
+    # protocol the type does not carry EPROTONOSUPPORT and one past IPPROTO_MAX (263+)
+    # EINVAL; SOCK_DGRAM takes 0/17 (UDP) and 136 (UDP-Lite), 1 is a ping socket
+    # (EACCES: ping_group_range "1 0"); SOCK_STREAM is TCP (0, 6) or MPTCP (262);
+    # SOCK_RAW takes any protocol but 0 (root has CAP_NET_RAW). SOCK_NONBLOCK gives
+    # timeout 0.0; the type Python reports is without the flags.
+    eaf = _err("OSError", errno.EAFNOSUPPORT)
+    assert kernel["socket families"] == [[0, eaf], [AF_MAX, eaf], [1000, eaf]]
+    matrix = {(t, p): v for t, p, v in kernel["socket types and protocols"]}
+    assert matrix[(SOCK_DGRAM, 0)] == [2, 0, None, 2, 17, 2]
+    assert matrix[(SOCK_DGRAM, 136)] == [2, 136, None, 2, 136, 2]
+    assert matrix[(SOCK_DGRAM, 6)] == _err("OSError", errno.EPROTONOSUPPORT)
+    assert matrix[(SOCK_DGRAM, 1)] == _err("PermissionError", errno.EACCES)
+    assert matrix[(SOCK_DGRAM, 263)] == EINVAL
+    assert matrix[(SOCK_STREAM, 0)] == [1, 0, None, 1, 6, 2]
+    assert matrix[(SOCK_RAW, 0)] == _err("OSError", errno.EPROTONOSUPPORT)
+    assert matrix[(SOCK_RAW, 255)] == [3, 255, None, 3, 255, 2]
+    assert matrix[(SOCK_SEQPACKET, 0)] == _err("OSError", errno.ESOCKTNOSUPPORT)
+    assert matrix[(SOCK_MAX, 0)] == EINVAL
+    assert kernel["socket flags"] == [
+        [FLAGGED[0], [2, 0, 0.0, 2, 17, 2]],
+        [FLAGGED[1], [2, 0, None, 2, 17, 2]],
+        [FLAGGED[2], [2, 0, 0.0, 2, 17, 2]],
+        [FLAGGED[3], EINVAL],
+        [FLAGGED[4], EINVAL],
+        [FLAGGED[5], EINVAL],
+    ]
     compare(kernel, emulated, "socket families", "socket types and protocols", "socket flags")
 
 
 def test_addresses(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: unbound 0.0.0.0:0 and ENOTCONN; a second bind EINVAL, a taken port
+    # EADDRINUSE, 192.0.2.1 EADDRNOTAVAIL, broadcast, multicast and 127.0.0.2 bind.
+    # connect autobinds; a connect that fails (192.0.2.1: ENETUNREACH; broadcast
+    # without SO_BROADCAST: EACCES) keeps the old peer; a send to a closed port
+    # leaves ECONNREFUSED for the next send; port 0 connects and getpeername is then
+    # ENOTCONN (inet_getname: no dport); 0.0.0.0 is this host; sendto on a connected
+    # socket goes where it says.
+    assert kernel["unbound names"] == [["0.0.0.0", 0], ENOTCONN]
+    assert kernel["bind"] == [
+        None,
+        [LO, PORT + 2],
+        EINVAL,
+        _err("OSError", errno.EADDRINUSE),
+        _err("OSError", errno.EADDRNOTAVAIL),
+        None,
+        None,
+        None,
+    ]
+    connect = kernel["connect"]
+    assert connect[6] == _err("OSError", errno.ENETUNREACH)
+    assert connect[8] == _err("PermissionError", errno.EACCES)
+    assert connect[9:12] == [None, ENOTCONN, _err("ConnectionRefusedError", errno.ECONNREFUSED)]
     compare(kernel, emulated, "unbound names", "bind", "connect")
 
 
 def test_send_and_receive(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: sendmsg gathers its iovecs (1024 of them; 1025 is EMSGSIZE: UIO_MAXIOV);
+    # recvmsg_into scatters in order; MSG_TRUNC in gives the datagram's length; an
+    # empty queue is EAGAIN with MSG_DONTWAIT and MSG_ERRQUEUE; a cmsg that does not
+    # fit sets MSG_CTRUNC (8), a short data buffer MSG_TRUNC (32).
+    assert kernel["sends"] == [6, 12, 10, 9, 1024, _err("OSError", errno.EMSGSIZE), 1]
+    assert kernel["recv_into and recvfrom_into"][3:] == [EAGAIN] * 4
+    assert kernel["msg_flags out"] == [
+        [b"ctrunc".hex(), 0, MSG_CTRUNC, [LO, 11]],
+        [b"no".hex(), 0, MSG_TRUNC | MSG_CTRUNC, [LO, 11]],
+    ]
     compare(kernel, emulated, "sends", "receives", "recv_into and recvfrom_into", "msg_flags out")
 
 
 def test_closed_and_timeouts(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 and CPython: a closed socket's fileno is -1 and every call EBADF (close
+    # again is fine, and its port is free); non-blocking is BlockingIOError, a timeout
+    # TimeoutError (errno None), MSG_DONTWAIT on a blocking socket BlockingIOError.
+    ebadf = _err("OSError", errno.EBADF)
+    assert kernel["closed"] == [-1, *[ebadf] * 7, None, [LO, PORT + 20]]
+    timeout = ["TimeoutError", None]
+    assert kernel["blocking modes"] == [
+        None,
+        True,
+        0.0,
+        False,
+        EAGAIN,
+        EAGAIN,
+        0.05,
+        True,
+        timeout,
+        timeout,
+        0.0,
+        EAGAIN,
+        None,
+        EAGAIN,
+        b"late".hex(),
+    ]
+    assert kernel["blocked recv woken"] == [b"wake".hex()]
     compare(kernel, emulated, "closed", "blocking modes", "blocked recv woken")
 
 
 def test_shutdown(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 (inet_shutdown): an unconnected socket is ENOTCONN but the shutdown is
+    # recorded all the same, so a blocking recv on the empty queue returns b"" at once
+    # (MSG_DONTWAIT still EAGAIN) and what arrives is still read; how outside 0..2
+    # EINVAL. SHUT_WR makes send EPIPE (BrokenPipeError, no SIGPIPE for UDP); a
+    # datagram queued before SHUT_RD and one arriving after it are still read.
+    assert kernel["shutdown unconnected"] == [ENOTCONN, "", EAGAIN, EINVAL, EINVAL, 8, b"after RD".hex(), ""]
+    epipe = _err("BrokenPipeError", errno.EPIPE)
+    assert kernel["shutdown connected"][:6] == [None, epipe, epipe, b"queued".hex(), None, ""]
     compare(kernel, emulated, "shutdown unconnected", "shutdown connected")
 
 
 def test_select(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 (udp_poll, datagram_poll): an empty socket is writable only; a datagram
+    # makes it readable; a pending error or a queued error (IP_RECVERR) is EPOLLERR,
+    # which select reports as readable and writable, until SO_ERROR is read and the
+    # error queue emptied; SHUT_RD (ENOTCONN, recorded) makes it readable; a select
+    # blocked in a thread wakes on a datagram; a closed socket is a ValueError.
+    rw = [["r"], ["r"], []]
+    assert kernel["select"] == [
+        [[], ["r", "s"], []],
+        [["r"], [], []],
+        b"ready".hex(),
+        [[], [], []],
+        rw,
+        errno.ECONNREFUSED,
+        rw,
+        MSG_ERRQUEUE,
+        [[], ["r"], []],
+        ENOTCONN,
+        rw,
+    ]
+    assert kernel["select woken"] == [[["w"], [], []]]
     compare(kernel, emulated, "select", "select woken", "select closed")
 
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from services.core import errno
-from tests.e2e.diff_common import Clock, call
+from tests.e2e.diff_common import Clock, call, settled
 from tests.e2e.test_udp_kernel_send import (
     LO,
     MSG_DONTWAIT,
@@ -146,7 +145,7 @@ def receiving(h: Host) -> dict[str, Any]:
 
     for i, (name, opts) in enumerate(RECEIVE_OPTS.items()):
         r = h.sock(10 + i)
-        setting = [call(lambda: r.setsockopt(level, opt, v)) for level, opt, v in opts]
+        setting = [call(r.setsockopt, level, opt, v) for level, opt, v in opts]
         out[f"receive {name}"] = [setting, one(r, PORT + 10 + i)]
         r.close()
 
@@ -247,16 +246,14 @@ def sending(h: Host) -> dict[str, Any]:
         r.setsockopt(level, opt, 1)
     s = h.sock(71)
     for name, (payload, anc) in SEND_CASES.items():
-        sent = call(lambda: s.sendmsg([payload], anc, 0, (LO, PORT + 70)))
+        sent = call(s.sendmsg, [payload], anc, 0, (LO, PORT + 70))
         out[f"send {name}"] = [sent, runs(h.got(r))]
     # SCM_TXTIME needs SO_TXTIME on the socket (struct sock_txtime: CLOCK_MONOTONIC,
     # no flags).
     x = h.sock(72)
     txtime = [call(lambda: x.setsockopt(SOL_SOCKET, SO_TXTIME, struct.pack("=iI", 1, 0)))]
     for data in (U64.pack(1), U32.pack(1)):
-        txtime.append(
-            call(lambda: x.sendmsg([b"txtime"], [(SOL_SOCKET, SCM_TXTIME, data)], 0, (LO, PORT + 70)))
-        )
+        txtime.append(call(x.sendmsg, [b"txtime"], [(SOL_SOCKET, SCM_TXTIME, data)], 0, (LO, PORT + 70)))
     out["send SCM_TXTIME with SO_TXTIME"] = [txtime, h.got(r)]
     for y in (r, s, x):
         y.close()
@@ -308,10 +305,7 @@ def errors(h: Host) -> dict[str, Any]:
     a = h.sock(80)
 
     def send(payload: bytes, to: tuple[str, int] = nobody) -> Any:
-        """sendto, settled."""
-        sent = call(lambda: a.sendto(payload, to))
-        h.settle()
-        return sent
+        return settled(h, lambda: a.sendto(payload, to))
 
     out["no IP_RECVERR"] = [
         send(b"nobody"),
@@ -356,16 +350,13 @@ def errors(h: Host) -> dict[str, Any]:
     seq: list[Any] = [call(lambda: t.setsockopt(SOL_SOCKET, SO_TIMESTAMPING, flags))]
     seq.append(call(lambda: t.getsockopt(SOL_SOCKET, SO_TIMESTAMPING)))
     clock.begin()
-    for payload in (b"one", b"two", b"three"):
-        t.sendto(payload, (LO, PORT + 81))
-    h.settle()
+    seq += [settled(h, t.sendto, payload, (LO, PORT + 81)) for payload in (b"one", b"two", b"three")]
     seq.append(errqueue(h, t, clock))
     out["TX timestamps OPT_TSONLY"] = seq
 
     t.setsockopt(SOL_SOCKET, SO_TIMESTAMPING, TX_SOFTWARE | SOFTWARE | OPT_ID)
     clock.begin()
-    t.sendto(b"with data", (LO, PORT + 81))
-    h.settle()
+    settled(h, lambda: t.sendto(b"with data", (LO, PORT + 81)))
     out["TX timestamps with data"] = errqueue(h, t, clock)
 
     t.setsockopt(SOL_SOCKET, SO_TIMESTAMPING, SOFTWARE | OPT_ID | OPT_TSONLY)
@@ -395,6 +386,7 @@ def errors(h: Host) -> dict[str, Any]:
             )
         ),
     ]
+    h.settle()
     h.settle()
     out["TX timestamps per call"] = [per_call, errqueue(h, t, clock)]
     out["TX timestamps receiver"] = len(h.got(r))

@@ -55,7 +55,7 @@ def value(level: int, name: int, v: Any) -> Any:
 
 
 def get(s: Any, level: int, name: int, buflen: int = 0) -> Any:
-    return value(level, name, call(lambda: s.getsockopt(level, name, buflen)))
+    return value(level, name, call(s.getsockopt, level, name, buflen))
 
 
 def sweep(h: Host, level: int, count: int) -> dict[str, Any]:
@@ -70,9 +70,9 @@ def sweep(h: Host, level: int, count: int) -> dict[str, Any]:
         default = get(s, level, name)
         table[str(name)] = [
             default,
-            call(lambda: s.setsockopt(level, name, 1)),
+            call(s.setsockopt, level, name, 1),
             get(s, level, name),
-            call(lambda: s.setsockopt(level, name, 0)),
+            call(s.setsockopt, level, name, 0),
             get(s, level, name),
         ]
         s.close()
@@ -108,7 +108,7 @@ def lengths(h: Host) -> dict[str, Any]:
             for n in range(9):
                 s = h.sock()
                 raw = struct.pack("=q", 0x0202020202020202)[:n]
-                seq.append([call(lambda: s.setsockopt(level, name, raw)), get(s, level, name)])
+                seq.append([call(s.setsockopt, level, name, raw), get(s, level, name)])
                 s.close()
             out[f"optlen {level} {name}"] = seq
     return out
