@@ -23,17 +23,13 @@ from services.core.skbuff import (
     HEADER_UNSET,
     PACKET_LOOPBACK,
     SKB_GSO_UDP_L4,
+    SKBTX_ANY_TSTAMP,
     SkBuff,
     skb_truesize,
 )
 from services.core.wire.ethernet import ETH_P_IP
 from services.core.wire.ipv4 import CHECK, ID, IPPROTO_UDP, IPV4_HLEN_MIN, PROTOCOL, TOT_LEN
 from services.core.wire.udp import CHECKSUM, CSUM_MANGLED_0, LENGTH, UDP_HLEN
-
-# include/linux/skbuff.h, 6.18: SKBTX_ANY_TSTAMP is every tx_flags bit that asks for a
-# timestamp (HW_TSTAMP_NOBPF 1<<0, SW 1<<1, COMPLETION 1<<3, HW_TSTAMP_NETDEV 1<<5,
-# SCHED 1<<6, BPF 1<<7); IN_PROGRESS (1<<2) and WIFI_STATUS (1<<4) are not carried over.
-SKBTX_ANY_TSTAMP = 0xEB
 
 
 class GsoError(ValueError):

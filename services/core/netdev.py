@@ -12,6 +12,9 @@ their older numbers.
 
 from __future__ import annotations
 
+# drivers/net/loopback.c: lo is the first device of every namespace.
+LOOPBACK_IFINDEX = 1
+
 NETIF_F_SG_BIT = 0
 NETIF_F_IP_CSUM_BIT = 1
 NETIF_F_HW_CSUM_BIT = 3

@@ -40,6 +40,17 @@ CHECKSUM_PARTIAL = 3
 # include/linux/skbuff.h: SKB_GSO_UDP (UFO, gone) kept 1 << 16; UDP_L4 is 1 << 17.
 SKB_GSO_UDP_L4 = 1 << 17
 
+# include/linux/skbuff.h: enum { SKBTX_HW_TSTAMP = 1 << 0, SKBTX_SW_TSTAMP = 1 << 1,
+# SKBTX_IN_PROGRESS = 1 << 2, ..., SKBTX_SCHED_TSTAMP = 1 << 6 }, skb_shinfo(skb)->tx_flags.
+SKBTX_HW_TSTAMP = 1 << 0
+SKBTX_SW_TSTAMP = 1 << 1
+SKBTX_IN_PROGRESS = 1 << 2
+SKBTX_SCHED_TSTAMP = 1 << 6
+# include/linux/skbuff.h, 6.18: SKBTX_ANY_TSTAMP is every tx_flags bit that asks for a
+# timestamp (HW_TSTAMP_NOBPF 1<<0, SW 1<<1, COMPLETION 1<<3, HW_TSTAMP_NETDEV 1<<5,
+# SCHED 1<<6, BPF 1<<7); IN_PROGRESS (1<<2) and WIFI_STATUS (1<<4) are not carried over.
+SKBTX_ANY_TSTAMP = 0xEB
+
 
 class SkbError(ValueError):
     """An skb whose offsets contradict each other, or an operation the kernel would BUG on."""

@@ -135,14 +135,17 @@ SO_TIMESTAMP = SO_TIMESTAMP_OLD
 SO_TIMESTAMPNS = SO_TIMESTAMPNS_OLD
 SO_TIMESTAMPING = SO_TIMESTAMPING_OLD
 # include/uapi/linux/errqueue.h: what ts[0] of an SCM_TIMESTAMPING error queue entry
-# stands for (ee_info), and the origins and codes of struct sock_extended_err that
-# services.ip.sockglue does not name.
+# stands for (ee_info), and the origins and codes of struct sock_extended_err.
 SCM_TSTAMP_SND = 0
 SCM_TSTAMP_SCHED = 1
 SCM_TSTAMP_ACK = 2
 SCM_TSTAMP_COMPLETION = 3
+SO_EE_ORIGIN_NONE = 0
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
 SO_EE_ORIGIN_TXSTATUS = 4
+SO_EE_ORIGIN_TIMESTAMPING = SO_EE_ORIGIN_TXSTATUS
 SO_EE_ORIGIN_ZEROCOPY = 5
 SO_EE_ORIGIN_TXTIME = 6
 SO_EE_CODE_ZEROCOPY_COPIED = 1

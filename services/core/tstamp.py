@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.core.skbuff import HEADER_UNSET, SkBuff
 from services.core.socket_uapi import (
     SCM_TIMESTAMPING_PKTINFO,
@@ -24,7 +25,6 @@ from services.core.socket_uapi import (
     SO_TIMESTAMPNS_OLD,
     SOL_SOCKET,
 )
-from services.nic.device import LOOPBACK_IFINDEX
 
 # include/uapi/linux/net_tstamp.h (6.18)
 SOF_TIMESTAMPING_TX_HARDWARE = 1 << 0

@@ -31,6 +31,8 @@ from services.core.socket_uapi import (
     SCM_RIGHTS,
     SCM_TS_OPT_ID,
     SCM_TXTIME,
+    SO_EE_ORIGIN_ICMP,
+    SO_EE_ORIGIN_LOCAL,
     SO_MARK,
     SO_PRIORITY,
     SO_TIMESTAMPING_NEW,
@@ -114,10 +116,6 @@ _INT_OPTIONS = frozenset(
 )
 
 # include/uapi/linux/errqueue.h
-SO_EE_ORIGIN_NONE = 0
-SO_EE_ORIGIN_LOCAL = 1
-SO_EE_ORIGIN_ICMP = 2
-SO_EE_ORIGIN_TIMESTAMPING = 4
 SO_EE_RFC4884_FLAG_INVALID = 1
 
 IPV4_HLEN = 20

@@ -9,6 +9,14 @@ from typing import TypedDict
 import grpc
 
 from services.core import errno
+from services.core.tstamp import (
+    SOF_TIMESTAMPING_RAW_HARDWARE,
+    SOF_TIMESTAMPING_RX_HARDWARE,
+    SOF_TIMESTAMPING_RX_SOFTWARE,
+    SOF_TIMESTAMPING_SOFTWARE,
+    SOF_TIMESTAMPING_TX_HARDWARE,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+)
 from services.nic.device import IFF_NOARP, NetDevice
 from services.nic.layer import NicLayer
 from services.nic.napi import RX_RING_MAX, TX_RING_MAX
@@ -17,13 +25,6 @@ from services.nic.netem import NetemConfig
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 
-# include/uapi/linux/net_tstamp.h SOF_TIMESTAMPING_* bits ethtool -T reports.
-SOF_TIMESTAMPING_TX_HARDWARE = 1 << 0
-SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
-SOF_TIMESTAMPING_RX_HARDWARE = 1 << 2
-SOF_TIMESTAMPING_RX_SOFTWARE = 1 << 3
-SOF_TIMESTAMPING_SOFTWARE = 1 << 4
-SOF_TIMESTAMPING_RAW_HARDWARE = 1 << 6
 # What every device gets from the core (ethtool_op_get_ts_info / net_hwtstamp default).
 SW_TS = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
 HW_TS = SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE

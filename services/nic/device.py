@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.nic.features import Features, ether_features, loopback_features
 from services.nic.napi import Napi
 
@@ -18,7 +19,6 @@ IFF_ALLMULTI = 0x200
 IFF_MULTICAST = 0x1000
 IFF_LOWER_UP = 0x10000
 
-LOOPBACK_IFINDEX = 1
 LOOPBACK_MTU = 65536  # drivers/net/loopback.c: dev->mtu = 64 * 1024
 ETH_MTU = 1500
 # ether_setup(): min_mtu ETH_MIN_MTU, max_mtu ETH_DATA_LEN; the emulated NIC takes

@@ -40,9 +40,13 @@ from services.core.skbuff import (
     PACKET_MULTICAST,
     PACKET_OTHERHOST,
     PACKET_OUTGOING,
+    SKBTX_IN_PROGRESS,
+    SKBTX_SCHED_TSTAMP,
+    SKBTX_SW_TSTAMP,
     SkBuff,
     alloc_skb,
 )
+from services.core.socket_uapi import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.wire.ethernet import (
@@ -76,11 +80,6 @@ from services.nic.neigh import NeighTable
 from services.nic.netem import Netem, NetemConfig
 from services.nic.softnet import BacklogNapi, PollTarget, Softnet
 from services.nic.xmit import (
-    SCM_TSTAMP_SCHED,
-    SCM_TSTAMP_SND,
-    SKBTX_IN_PROGRESS,
-    SKBTX_SCHED_TSTAMP,
-    SKBTX_SW_TSTAMP,
     PfifoFast,
     TxDesc,
     hard_start_xmit,

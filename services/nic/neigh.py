@@ -46,6 +46,7 @@ from dataclasses import dataclass, fields
 
 from services.core import errno
 from services.core.dropreason import DropStats, SkbDropReason
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.core.skbuff import HEADER_UNSET, PACKET_HOST, PACKET_LOOPBACK, PACKET_OTHERHOST, SkBuff
 from services.core.sysctl import HZ, SK_MEM_DEFAULT
 from services.core.wire.arp import (
@@ -67,7 +68,7 @@ from services.core.wire.ethernet import (
     EthernetRepr,
 )
 from services.core.wire.ipv4 import ipv4_is_lbcast, ipv4_is_loopback, ipv4_is_multicast, ipv4_is_zeronet
-from services.nic.device import IFF_LOOPBACK, IFF_NOARP, LOOPBACK_IFINDEX, NetDevice
+from services.nic.device import IFF_LOOPBACK, IFF_NOARP, NetDevice
 
 # include/uapi/linux/neighbour.h
 NUD_NONE = 0x00

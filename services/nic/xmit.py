@@ -14,21 +14,16 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from services.core.gso import skb_checksum_help, skb_gso_segment
-from services.core.skbuff import CHECKSUM_PARTIAL, SKB_GSO_UDP_L4, SkBuff
+from services.core.skbuff import (
+    CHECKSUM_PARTIAL,
+    SKB_GSO_UDP_L4,
+    SKBTX_HW_TSTAMP,
+    SkBuff,
+)
 from services.core.wire.ethernet import ETH_ZLEN
 from services.core.wmem import WmemCharge
 from services.nic.device import HWTSTAMP_TX_ON, NetDevice
 from services.nic.features import TX_CSUM, TX_SG, TX_UDP_SEG
-
-# include/linux/skbuff.h: enum { SKBTX_HW_TSTAMP = 1 << 0, SKBTX_SW_TSTAMP = 1 << 1,
-# ..., SKBTX_SCHED_TSTAMP = 1 << 6 }.
-SKBTX_HW_TSTAMP = 1 << 0
-SKBTX_SW_TSTAMP = 1 << 1
-SKBTX_IN_PROGRESS = 1 << 2
-SKBTX_SCHED_TSTAMP = 1 << 6
-# include/uapi/linux/errqueue.h
-SCM_TSTAMP_SND = 0
-SCM_TSTAMP_SCHED = 1
 
 
 class TxDesc(NamedTuple):

@@ -14,6 +14,7 @@ from services.core.checksum import csum_partial, csum_tcpudp_magic
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.gso import GsoError, udp_rcv_segment
 from services.core.ipcb import ipcb
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.core.skbuff import (
     CHECKSUM_COMPLETE,
     CHECKSUM_NONE,
@@ -30,7 +31,6 @@ from services.core.wire.ipv4 import IPPROTO_UDPLITE, Ipv4Packet
 from services.core.wire.udp import UDP_HLEN, UdpPacket
 from services.ip.fib import RTN_BROADCAST, RTN_MULTICAST
 from services.ip.sockglue import IP_CMSG_PKTINFO
-from services.nic.device import LOOPBACK_IFINDEX
 from services.udp.errors import IcmpError
 from services.udp.sock import UDPLITE_RECV_CC, UdpSock
 from services.udp.sockfilter import sk_filter_trim_cap

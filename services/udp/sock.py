@@ -12,8 +12,9 @@ from services.core import errno
 from services.core.bpf import BpfProg
 from services.core.cred import ROOT, Cred
 from services.core.skbuff import Dst, SkBuff
+from services.core.socket_uapi import SO_EE_ORIGIN_ICMP
 from services.ip.cork import InetCork
-from services.ip.sockglue import SO_EE_ORIGIN_ICMP, InetOpts, SockExterrSkb
+from services.ip.sockglue import InetOpts, SockExterrSkb
 
 # include/net/tcp_states.h: UDP uses these two for "unconnected" and "connected".
 TCP_ESTABLISHED = 1

@@ -6,9 +6,9 @@ as the program answers."""
 from __future__ import annotations
 
 from services.core import bpf, errno
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.core.skbuff import HEADER_UNSET, SkBuff
 from services.core.wire.udp import UDP_HLEN
-from services.nic.device import LOOPBACK_IFINDEX
 
 # include/uapi/linux/if_arp.h: skb->dev->type for SKF_AD_HATYPE.
 ARPHRD_ETHER = 1

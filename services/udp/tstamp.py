@@ -12,9 +12,18 @@ from collections.abc import Callable
 
 from services.core import errno
 from services.core.cred import CAP_NET_ADMIN, CAP_NET_RAW
-from services.core.gso import SKBTX_ANY_TSTAMP
-from services.core.skbuff import SkBuff, alloc_skb, alloc_skb_truesize
+from services.core.skbuff import (
+    SKBTX_ANY_TSTAMP,
+    SKBTX_HW_TSTAMP,
+    SKBTX_IN_PROGRESS,
+    SKBTX_SCHED_TSTAMP,
+    SKBTX_SW_TSTAMP,
+    SkBuff,
+    alloc_skb,
+    alloc_skb_truesize,
+)
 from services.core.socket_uapi import (
+    SO_EE_ORIGIN_TIMESTAMPING,
     SO_TIMESTAMP_NEW,
     SO_TIMESTAMP_OLD,
     SO_TIMESTAMPING_NEW,
@@ -40,8 +49,7 @@ from services.core.tstamp import (
     SOF_TXTIME_FLAGS_MASK,
     SOF_TXTIME_REPORT_ERRORS,
 )
-from services.ip.sockglue import SO_EE_ORIGIN_TIMESTAMPING, SockExtendedErr, SockExterrSkb
-from services.nic.xmit import SKBTX_HW_TSTAMP, SKBTX_IN_PROGRESS, SKBTX_SCHED_TSTAMP, SKBTX_SW_TSTAMP
+from services.ip.sockglue import SockExtendedErr, SockExterrSkb
 from services.udp.sock import UdpSock
 
 # include/linux/skbuff.h: SKBTX_COMPLETION_TSTAMP (6.16), asked for by

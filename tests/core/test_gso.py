@@ -10,7 +10,6 @@ import pytest
 
 from services.core.checksum import csum_partial, csum_tcpudp_nofold, ip_fast_csum
 from services.core.gso import (
-    SKBTX_ANY_TSTAMP,
     GsoError,
     skb_checksum_help,
     skb_gso_segment,
@@ -25,6 +24,7 @@ from services.core.skbuff import (
     PACKET_HOST,
     PACKET_LOOPBACK,
     SKB_GSO_UDP_L4,
+    SKBTX_ANY_TSTAMP,
     Dst,
     SkBuff,
     TraceStep,

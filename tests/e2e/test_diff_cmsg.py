@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from services.core import errno
 from tests.e2e.diff_common import Clock, call, settled
 from tests.e2e.test_udp_kernel_send import (
     LO,
@@ -129,6 +130,7 @@ def receiving(h: Host) -> dict[str, Any]:
     out: dict[str, Any] = {}
     clock = Clock()
     s = h.sock(1)
+    s.setsockopt(SOL_SOCKET, SO_TIMESTAMP, 1)  # receive stamping on for the whole group
     s.setsockopt(SOL_SOCKET, SO_MARK, 7)
     s.setsockopt(SOL_SOCKET, SO_PRIORITY, 3)
     s.setsockopt(SOL_IP, IP_TOS, 0x10)
@@ -403,28 +405,129 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
     yield from run_both(__name__, str(tmp_path_factory.mktemp("state")))
 
 
+EINVAL, EAGAIN = ["OSError", errno.EINVAL], ["BlockingIOError", errno.EAGAIN]
+HELLO = b"hello".hex()
+
+
 def test_receive_cmsgs(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: IP_PKTINFO is (ifindex 1, spec_dst, addr 127.0.0.1), IP_TTL an int (64),
+    # IP_TOS one byte (0x10), IP_ORIGDSTADDR a sockaddr_in; no IP options, one
+    # fragment and CHECKSUM_PARTIAL on lo give nothing for IP_RECVOPTS/RETOPTS,
+    # IP_RECVFRAGSIZE and IP_CHECKSUM. The last of SO_TIMESTAMP/SO_TIMESTAMPNS wins and
+    # switching either off clears both; SO_TIMESTAMPING's software stamp is the first
+    # of three timespecs, reported with SOF_TIMESTAMPING_SOFTWARE alone too (without
+    # OPT_RX_FILTER a stamp the skb has is reported, and the sender's SO_TIMESTAMP
+    # keeps receive stamping on: net_enable_timestamp). SO_RCVMARK gives the
+    # sender's mark (7); SO_RCVPRIORITY gives 6, not 3: the sender's IP_TOS 0x10 after
+    # SO_PRIORITY set sk_priority to rt_tos2priority(0x10) = TC_PRIO_INTERACTIVE. The
+    # order: timestamps (SO_TIMESTAMP* before SCM_TIMESTAMPING), mark, priority
+    # (sock_recv_cmsgs), then SOL_IP's in ip_cmsg_recv_offset's fixed order whatever
+    # the order they were set in.
+    got = {name: kernel[f"receive {name}"][1] for name in RECEIVE_OPTS}
+    assert got["none"] == [HELLO, [], 0, [LO, 1]]
+    assert got["IP_PKTINFO"][1] == [[SOL_IP, IP_PKTINFO, pktinfo(1, LO, LO).hex()]]
+    assert got["TIMESTAMP then TIMESTAMPNS"][1] == [[SOL_SOCKET, SO_TIMESTAMPNS, ["ok"]]]
+    assert got["TIMESTAMPNS then TIMESTAMP"][1] == [[SOL_SOCKET, SO_TIMESTAMP, ["ok"]]]
+    assert got["TIMESTAMPNS, TIMESTAMP off"][1] == []
+    assert got["SO_TIMESTAMPING rx"][1] == [[SOL_SOCKET, SO_TIMESTAMPING, ["ok", "0", "0"]]]
+    assert got["SO_RCVPRIORITY"][1] == [[SOL_SOCKET, SO_PRIORITY, U32.pack(6).hex()]]
+    assert [c[:2] for c in got["everything"][1]] == [
+        [SOL_SOCKET, SO_TIMESTAMPNS],
+        [SOL_SOCKET, SO_TIMESTAMPING],
+        [SOL_SOCKET, SO_MARK],
+        [SOL_SOCKET, SO_PRIORITY],
+        [SOL_IP, IP_PKTINFO],
+        [SOL_IP, IP_TTL],
+        [SOL_IP, IP_TOS],
+        [SOL_IP, IP_RECVORIGDSTADDR],
+    ]
     compare(kernel, emulated, *(f"receive {name}" for name in RECEIVE_OPTS))
 
 
 def test_control_sizes(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 (put_cmsg): SCM_TIMESTAMP (CMSG_SPACE 32), IP_PKTINFO (32), IP_TTL (24),
+    # IP_TOS (24): 112 bytes hold all of them. Below a cmsghdr (16) nothing is written;
+    # a cmsg that does not fit is cut to what is left (its cmsg_len says so, CPython
+    # returns the cut data) and MSG_CTRUNC set; the next ones are dropped.
+    sizes = dict(kernel["control sizes"])
+    assert sizes[15] == [HELLO, [], MSG_CTRUNC, [LO, 1]]
+    assert sizes[16] == [HELLO, [[SOL_SOCKET, SO_TIMESTAMP, []]], MSG_CTRUNC, [LO, 1]]
+    assert sizes[31][1] == [[SOL_SOCKET, SO_TIMESTAMP, ["cut", 15]]]
+    assert sizes[48][1] == [[SOL_SOCKET, SO_TIMESTAMP, ["ok"]], [SOL_IP, IP_PKTINFO, ""]]
+    assert sizes[104][2] == MSG_CTRUNC
+    assert sizes[112][2] == 0 and len(sizes[112][1]) == 4
     compare(kernel, emulated, "control sizes")
 
 
 def test_rxq_ovfl(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 (sock_recv_drops): the cmsg carries the drop count a datagram was queued
+    # with, and only when it is nonzero: the one that fit was queued before the drops
+    # (none), the next after two (2); off, none.
+    assert kernel["SO_RXQ_OVFL"] == [
+        [[1000, bytes(8).hex(), [LO, 60], []]],
+        [[11, b"after dr".hex(), [LO, 60], [[SOL_SOCKET, SO_RXQ_OVFL, U32.pack(2).hex()]]]],
+        [[3, b"off".hex(), [LO, 60], []]],
+    ]
     compare(kernel, emulated, "SO_RXQ_OVFL")
 
 
 def test_send_cmsgs(both: Both) -> None:
     kernel, emulated = both
+    # 6.18 (ip_cmsg_send, __sock_cmsg_send, udp_cmsg_send): IP_TTL wants an int in
+    # 1..255; IP_TOS an int or a byte in 0..255; IP_PKTINFO 12 bytes (spec_dst becomes
+    # the source, ifindex 99 ENODEV, ipi_addr is ignored); IP_RETOPTS is cut to 40
+    # bytes, padded to 4 and must parse (a bad timestamp option EINVAL); any other
+    # SOL_IP type EINVAL, an empty one too; SO_MARK and SO_PRIORITY a u32;
+    # SO_TIMESTAMPING a u32 of TX record flags only; SCM_TXTIME a u64 on a socket with
+    # SO_TXTIME (EINVAL without); SCM_TS_OPT_ID EINVAL without OPT_ID; SCM_RIGHTS is
+    # ignored; another SOL_SOCKET type EINVAL; UDP_SEGMENT a u16, at most 128
+    # segments; another SOL_UDP type EINVAL; an unknown level is ignored; the first bad
+    # cmsg fails the whole call.
+    send = {name: kernel[f"send {name}"] for name in SEND_CASES}
+    for name in ("IP_TTL int 0", "IP_TTL byte", "IP_TOS 2 bytes", "SOL_IP unknown type", "SCM_TXTIME"):
+        assert send[name] == [EINVAL, []], name
+    assert send["IP_PKTINFO ifindex 99"] == [["OSError", errno.ENODEV], []]
+    assert send["IP_PKTINFO spec_dst"][1][0][1][2] == ["127.0.0.5", 71]
+    assert send["UDP_SEGMENT 128 segments"][0] == 12800
+    assert send["UDP_SEGMENT 128 segments"][1][0][0] == 128
+    assert send["UDP_SEGMENT 129 segments"] == [EINVAL, []]
+    assert send["SCM_RIGHTS"][0] == 6
+    assert kernel["send SCM_TXTIME with SO_TXTIME"][0] == [None, 6, EINVAL]
     compare(kernel, emulated, *(f"send {name}" for name in SEND_CASES), "send SCM_TXTIME with SO_TXTIME")
+
+
+def _refused(payload: bytes) -> list[Any]:
+    """A port unreachable on the error queue as errqueue() prints it: ECONNREFUSED,
+    SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, offender 127.0.0.1, and
+    msg_name the destination."""
+    offender = struct.pack("=H", 2) + bytes([0, 0, 127, 0, 0, 1]) + bytes(8)
+    recverr = [SOL_IP, IP_RECVERR, [errno.ECONNREFUSED, 2, 3, 3, 0, 0, offender.hex()]]
+    return [len(payload), payload[-8:].hex(), [recverr], MSG_ERRQUEUE, [LO, 98]]
 
 
 def test_icmp_errqueue(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: without IP_RECVERR an unconnected socket learns nothing; with it the error
+    # is queued with the datagram and sk_err is set: reading the queue clears sk_err,
+    # reading SO_ERROR does not empty the queue, a recv reports sk_err once, a
+    # recvmsg(MSG_ERRQUEUE) without control room gives MSG_CTRUNC, and the next send
+    # reports it (ECONNREFUSED, nothing sent) before the ones after go out.
+    refused = ["ConnectionRefusedError", errno.ECONNREFUSED]
+    assert kernel["no IP_RECVERR"] == [6, [], 0, EAGAIN, 6]
+    assert kernel["IP_RECVERR errqueue first"] == [6, [_refused(b"nobody"), EAGAIN], 0, EAGAIN]
+    assert kernel["IP_RECVERR SO_ERROR first"] == [8, errno.ECONNREFUSED, 0, [_refused(b"nobody 2"), EAGAIN]]
+    assert kernel["IP_RECVERR recv first"] == [8, refused, EAGAIN, [[], MSG_ERRQUEUE | MSG_CTRUNC], [EAGAIN]]
+    assert kernel["IP_RECVERR send first"] == [
+        8,
+        refused,
+        7,
+        5,
+        [_refused(b"nobody 4"), EAGAIN],
+        [[7, b"pending".hex(), [LO, 80], []], [5, b"after".hex(), [LO, 80], []]],
+    ]
     compare(
         kernel,
         emulated,
@@ -436,8 +539,42 @@ def test_icmp_errqueue(both: Both) -> None:
     )
 
 
+def _stamp(info: int, key: int, length: int = 0, tail: bytes = b"") -> list[Any]:
+    """A TX timestamp as errqueue() prints it: SCM_TIMESTAMPING (software stamp only),
+    then IP_RECVERR with ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, ee_info the SCM_TSTAMP_*
+    and ee_data the OPT_ID key, no offender; MSG_ERRQUEUE and no msg_name."""
+    recverr = [SOL_IP, IP_RECVERR, [errno.ENOMSG, 4, 0, 0, info, key, bytes(16).hex()]]
+    return [
+        length,
+        tail.hex(),
+        [[SOL_SOCKET, SO_TIMESTAMPING, ["ok", "0", "0"]], recverr],
+        MSG_ERRQUEUE,
+        None,
+    ]
+
+
 def test_tx_timestamps(both: Both) -> None:
     kernel, emulated = both
+    # 6.18: SOF_TIMESTAMPING_TX_SCHED and TX_SOFTWARE each queue one entry per
+    # datagram, SCHED (1) before SND (0), keyed 0, 1, 2 by OPT_ID; OPT_TSONLY leaves
+    # the data out. Without it the data is the frame as lo sent it (14 + 20 + 8 + 9
+    # bytes). With only report flags on the socket, a SO_TIMESTAMPING cmsg stamps
+    # that datagram alone and the key counts stamped datagrams only (4, then 5 after
+    # SCM_TS_OPT_ID's 42 for one). 9 datagrams reached the receiver.
+    assert kernel["TX timestamps OPT_TSONLY"] == [
+        None,
+        TX_SOFTWARE | TX_SCHED | SOFTWARE | OPT_ID | OPT_TSONLY,
+        3,
+        3,
+        5,
+        [_stamp(info, key) for key in range(3) for info in (1, 0)] + [EAGAIN],
+    ]
+    assert kernel["TX timestamps with data"] == [_stamp(0, 3, 51, b"ith data"), EAGAIN]
+    assert kernel["TX timestamps per call"] == [
+        [5, 7, 5, 5, 7],
+        [_stamp(0, 4), _stamp(0, 42), _stamp(0, 5), EAGAIN],
+    ]
+    assert kernel["TX timestamps receiver"] == 9
     compare(
         kernel,
         emulated,

@@ -15,6 +15,7 @@ import pytest
 
 from services.core import errno
 from services.core.dropreason import DropStats, SkbDropReason
+from services.core.netdev import LOOPBACK_IFINDEX
 from services.core.skbuff import (
     PACKET_BROADCAST,
     PACKET_HOST,
@@ -25,7 +26,7 @@ from services.core.skbuff import (
 )
 from services.core.wire.ethernet import ETH_P_IP
 from services.core.wire.ipv4 import ip_from_str
-from services.nic.device import IFF_NOARP, LOOPBACK_IFINDEX, ether_dev, loopback_dev
+from services.nic.device import IFF_NOARP, ether_dev, loopback_dev
 from services.nic.neigh import (
     NUD_DELAY,
     NUD_FAILED,

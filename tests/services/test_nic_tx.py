@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from services.core.checksum import csum_partial, csum_tcpudp_nofold, ip_fast_csum
 from services.core.dropreason import SkbDropReason
-from services.core.skbuff import SKB_GSO_UDP_L4, SkBuff
+from services.core.skbuff import SKB_GSO_UDP_L4, SKBTX_HW_TSTAMP, SKBTX_SCHED_TSTAMP, SKBTX_SW_TSTAMP, SkBuff
+from services.core.socket_uapi import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND
 from services.core.wire.arp import ArpRepr
 from services.core.wire.ethernet import ETH_HLEN, ETH_P_ARP
 from services.core.wire.ipv4 import IPPROTO_UDP
@@ -14,13 +15,6 @@ from services.nic.device import HWTSTAMP_FILTER_NONE, HWTSTAMP_TX_ON, NetDevice
 from services.nic.layer import NicLayer
 from services.nic.neigh import NUD_PERMANENT
 from services.nic.netem import NetemConfig
-from services.nic.xmit import (
-    SCM_TSTAMP_SCHED,
-    SCM_TSTAMP_SND,
-    SKBTX_HW_TSTAMP,
-    SKBTX_SCHED_TSTAMP,
-    SKBTX_SW_TSTAMP,
-)
 from tests.services.nicframes import (
     ALICE,
     ALICE_MAC,

@@ -17,13 +17,12 @@ import grpc
 
 from services.core import errno
 from services.core.cred import CAP_FULL_SET, CAP_NET_ADMIN, CAP_NET_RAW
-from services.core.skbuff import SkBuff
-from services.core.socket_uapi import SOL_IP, SOL_SOCKET
+from services.core.skbuff import SKBTX_IN_PROGRESS, SkBuff
+from services.core.socket_uapi import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND, SOL_IP, SOL_SOCKET
 from services.core.stream import serve_bidi
 from services.core.sysctl import Sysctl
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Repr
 from services.ip.sockglue import build_cmsgs
-from services.nic.xmit import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND, SKBTX_IN_PROGRESS
 from stackemu.ip.v1 import ip_pb2
 from stackemu.skb.v1 import skb_pb2
 from stackemu.udp.v1 import udp_pb2
