@@ -4,6 +4,30 @@
 
 from __future__ import annotations
 
+# include/linux/net.h: socket types, and the flags socket() takes with them.
+SOCK_STREAM = 1
+SOCK_DGRAM = 2
+SOCK_RAW = 3
+SOCK_PACKET = 10
+SOCK_MAX = 11
+SOCK_TYPE_MASK = 0xF
+SOCK_NONBLOCK = 0o4000
+SOCK_CLOEXEC = 0o2000000
+
+# include/uapi/asm-generic/fcntl.h: fcntl(2)'s commands, the descriptor flag and the
+# file status flags a socket's file may carry (O_NDELAY is O_NONBLOCK on x86_64).
+F_GETFD = 1
+F_SETFD = 2
+F_GETFL = 3
+F_SETFL = 4
+FD_CLOEXEC = 1
+O_RDWR = 0o2
+O_APPEND = 0o2000
+O_NONBLOCK = 0o4000
+FASYNC = 0o20000
+O_DIRECT = 0o40000
+O_NOATIME = 0o1000000
+
 # include/linux/socket.h: levels.
 SOL_IP = 0
 SOL_SOCKET = 1

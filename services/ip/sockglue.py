@@ -37,6 +37,9 @@ from services.core.socket_uapi import (
     SO_PRIORITY,
     SO_TIMESTAMPING_NEW,
     SO_TIMESTAMPING_OLD,
+    SOCK_DGRAM,
+    SOCK_RAW,
+    SOCK_STREAM,
     SOL_IP,
     SOL_SOCKET,
 )
@@ -50,10 +53,6 @@ from services.core.tstamp import (
 )
 from services.core.wire.icmp import ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETERPROB, ICMP_TIME_EXCEEDED
 from services.ip.options import ip_options_echo, ip_options_get, ip_options_undo_bytes
-
-SOCK_STREAM = 1
-SOCK_DGRAM = 2
-SOCK_RAW = 3
 
 # include/uapi/linux/in.h
 IP_TOS = 1

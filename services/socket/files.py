@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from services.core import errno
 from services.core.cred import ROOT, Cred
+from services.core.socket_uapi import O_NONBLOCK, O_RDWR
 
 # RLIMIT_NOFILE's default soft limit (INR_OPEN_CUR), and the most OpenProcess takes.
 NR_OPEN_DEFAULT = 1024
@@ -18,15 +19,6 @@ NR_OPEN_MAX = 65536
 FIRST_FD = 3
 MAX_PROCESSES = 4096
 TASK_COMM_LEN = 16
-
-# include/uapi/asm-generic/fcntl.h: the file status flags a socket's file may carry.
-O_RDWR = 0o2
-O_APPEND = 0o2000
-O_NONBLOCK = 0o4000
-FASYNC = 0o20000
-O_DIRECT = 0o40000
-O_NOATIME = 0o1000000
-FD_CLOEXEC = 1
 
 
 @dataclass(eq=False, slots=True)

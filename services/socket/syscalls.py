@@ -18,9 +18,20 @@ from services.core.sockaddr import (
     parse_sockaddr_in,
 )
 from services.core.socket_uapi import (
+    F_GETFD,
+    F_GETFL,
+    F_SETFD,
+    F_SETFL,
+    FASYNC,
+    FD_CLOEXEC,
     MSG_DONTWAIT,
     MSG_ERRQUEUE,
     MSG_WAITFORONE,
+    O_APPEND,
+    O_DIRECT,
+    O_NOATIME,
+    O_NONBLOCK,
+    O_RDWR,
     SO_DOMAIN,
     SO_ERROR,
     SO_PROTOCOL,
@@ -29,34 +40,21 @@ from services.core.socket_uapi import (
     SO_SNDTIMEO_NEW,
     SO_SNDTIMEO_OLD,
     SO_TYPE,
+    SOCK_CLOEXEC,
+    SOCK_DGRAM,
+    SOCK_MAX,
+    SOCK_NONBLOCK,
+    SOCK_PACKET,
+    SOCK_RAW,
+    SOCK_STREAM,
+    SOCK_TYPE_MASK,
     SOL_SOCKET,
 )
 from services.core.sysctl import MAX_SCHEDULE_TIMEOUT
 from services.core.sysctl import SOCK_HZ as HZ
 from services.core.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_UDPLITE
-from services.socket.files import (
-    FASYNC,
-    FD_CLOEXEC,
-    O_APPEND,
-    O_DIRECT,
-    O_NOATIME,
-    O_NONBLOCK,
-    O_RDWR,
-    Process,
-    ProcessTable,
-    SocketFile,
-)
+from services.socket.files import Process, ProcessTable, SocketFile
 from services.socket.proto import RecvMsg, UdpProto
-
-# include/linux/net.h
-SOCK_STREAM = 1
-SOCK_DGRAM = 2
-SOCK_RAW = 3
-SOCK_PACKET = 10
-SOCK_MAX = 11
-SOCK_TYPE_MASK = 0xF
-SOCK_NONBLOCK = 0o4000
-SOCK_CLOEXEC = 0o2000000
 
 # include/linux/socket.h: AF_MAX (NPROTO), and sizeof(struct sockaddr_storage), the
 # most move_addr_to_kernel() copies.
@@ -81,12 +79,7 @@ INETSW = {
 MSG_CMSG_COMPAT = 0x80000000
 UIO_MAXIOV = 1024
 
-# include/uapi/linux/fcntl.h (asm-generic): the commands Fcntl takes, and
 # fs/fcntl.c's SETFL_MASK (O_NDELAY is O_NONBLOCK on x86_64).
-F_GETFD = 1
-F_SETFD = 2
-F_GETFL = 3
-F_SETFL = 4
 SETFL_MASK = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME
 
 # include/uapi/asm-generic/poll.h: poll(2)'s bits, the same numbers as EPOLL*.

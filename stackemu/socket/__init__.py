@@ -208,12 +208,12 @@ SO_EE_ORIGIN_TIMESTAMPING = _uapi.SO_EE_ORIGIN_TIMESTAMPING
 SO_EE_RFC4884_FLAG_INVALID = _ipglue.SO_EE_RFC4884_FLAG_INVALID
 
 # fcntl(2)'s commands and flags (include/uapi/asm-generic/fcntl.h), for fcntl() below.
-F_GETFD = 1
-F_SETFD = 2
-F_GETFL = 3
-F_SETFL = 4
-FD_CLOEXEC = 1
-O_NONBLOCK = 0o4000
+F_GETFD = _uapi.F_GETFD
+F_SETFD = _uapi.F_SETFD
+F_GETFL = _uapi.F_GETFL
+F_SETFL = _uapi.F_SETFL
+FD_CLOEXEC = _uapi.FD_CLOEXEC
+O_NONBLOCK = _uapi.O_NONBLOCK
 
 # Python blocks in recv with the GIL released; poll the RPC this often so that
 # KeyboardInterrupt gets through, as it does for the standard module.
