@@ -28,6 +28,10 @@ FASYNC = 0o20000
 O_DIRECT = 0o40000
 O_NOATIME = 0o1000000
 
+# include/uapi/linux/uio.h: the most iovecs a call takes (EMSGSIZE past it), and the
+# most messages sendmmsg/recvmmsg take at once.
+UIO_MAXIOV = 1024
+
 # include/linux/socket.h: levels.
 SOL_IP = 0
 SOL_SOCKET = 1

@@ -49,6 +49,7 @@ from services.core.socket_uapi import (
     SOCK_STREAM,
     SOCK_TYPE_MASK,
     SOL_SOCKET,
+    UIO_MAXIOV,
 )
 from services.core.sysctl import MAX_SCHEDULE_TIMEOUT
 from services.core.sysctl import SOCK_HZ as HZ
@@ -75,9 +76,7 @@ INETSW = {
 }
 
 # include/linux/socket.h: the flag the 64-bit syscalls refuse (forbid_cmsg_compat);
-# include/uapi/linux/uio.h UIO_MAXIOV, the most messages sendmmsg takes at once.
 MSG_CMSG_COMPAT = 0x80000000
-UIO_MAXIOV = 1024
 
 # fs/fcntl.c's SETFL_MASK (O_NDELAY is O_NONBLOCK on x86_64).
 SETFL_MASK = O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME

@@ -263,6 +263,15 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
             s.num = 0
         s.dst_cache = None
 
+    def getname(self, s: UdpSock, peer: bool) -> tuple[int, int]:
+        """inet_getname(): the bound address and port, or the peer's; ENOTCONN for a
+        peer when not connected or connected to port 0."""
+        if not peer:
+            return s.rcv_saddr, s.num
+        if s.state != TCP_ESTABLISHED or not s.dport:
+            raise errno.kernel_error(errno.ENOTCONN)
+        return s.daddr, s.dport
+
     # Socket options.
 
     async def setsockopt(self, s: UdpSock, level: int, optname: int, optval: bytes) -> None:

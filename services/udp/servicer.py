@@ -21,7 +21,7 @@ from services.ip.sockglue import RecvMsg
 from services.udp.errors import IcmpError
 from services.udp.layer import UdpLayer
 from services.udp.poll import udp_poll, udp_poll_wait
-from services.udp.sock import TCP_ESTABLISHED, UdpSock
+from services.udp.sock import UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
@@ -197,9 +197,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 layer.release(s)
                 out.append(udp_pb2.ProtoReply(id=call.id))
             elif op == "getname":
-                addr, port = (s.daddr, s.dport) if call.getname.peer else (s.rcv_saddr, s.num)
-                if call.getname.peer and s.state != TCP_ESTABLISHED:
-                    raise errno.kernel_error(errno.ENOTCONN)
+                addr, port = layer.getname(s, call.getname.peer)
                 out.append(udp_pb2.ProtoReply(id=call.id, name=udp_pb2.NameResult(addr=addr, port=port)))
             elif op == "setsockopt":
                 o = call.setsockopt

@@ -588,8 +588,11 @@ class SockOpts:
             if not valbool:
                 self.push_pending(s)
         elif optname == UDP_ENCAP:
-            # Encapsulation sockets hand datagrams to ESP/L2TP, which the emulator has not.
-            raise errno.kernel_error(errno.ENOPROTOOPT, "UDP_ENCAP: no encapsulation is emulated")
+            # udp_lib_setsockopt(): 0 is taken (encap_type 0: datagrams stay the
+            # socket's); ESP-in-UDP (2) and L2TP (3) hand datagrams to xfrm/l2tp,
+            # which the emulator has not; any other type is ENOPROTOOPT as on Linux.
+            if val != 0:
+                raise errno.kernel_error(errno.ENOPROTOOPT, "UDP_ENCAP: no encapsulation is emulated")
         elif optname == UDP_NO_CHECK6_TX:
             s.no_check6_tx = valbool
         elif optname == UDP_NO_CHECK6_RX:

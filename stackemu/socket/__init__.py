@@ -487,6 +487,10 @@ def _gather(buffers: Any, what: str) -> bytes:
             chunks.append(bytes(memoryview(part)))
         except TypeError:
             raise TypeError(f"a bytes-like object is required, not '{type(part).__name__}'") from None
+    if len(chunks) > _uapi.UIO_MAXIOV:
+        # import_iovec(): more iovecs than UIO_MAXIOV is EMSGSIZE, before the call
+        # looks at anything else (the service takes the data gathered).
+        _raise(_errno.EMSGSIZE)
     return b"".join(chunks)
 
 

@@ -41,7 +41,6 @@ from services.socket.syscalls import SocketLayer
 from services.udp.layer import IcmpError, UdpLayer
 from services.udp.poll import udp_poll, udp_poll_wait
 from services.udp.servicer import IpRoutes, UdpService
-from services.udp.sock import TCP_ESTABLISHED
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 from stackemu.socket.v1 import socket_pb2, socket_pb2_grpc
@@ -635,13 +634,7 @@ class LoopbackUdp:
         return await self.layer.getsockopt(self.layer.sock(sk), level, optname, optlen)
 
     async def getname(self, sk: int, peer: bool) -> tuple[int, int]:
-        # As UdpServicer answers GetnameOp (inet_getname).
-        s = self.layer.sock(sk)
-        if not peer:
-            return s.rcv_saddr, s.num
-        if s.state != TCP_ESTABLISHED:
-            raise errno.kernel_error(errno.ENOTCONN)
-        return s.daddr, s.dport
+        return self.layer.getname(self.layer.sock(sk), peer)
 
     async def release(self, sk: int) -> None:
         self.layer.release(self.layer.sock(sk))
