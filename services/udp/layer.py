@@ -80,9 +80,11 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         """udp_table (UDP-Lite's is tables[IPPROTO_UDPLITE])."""
         return self.tables[IPPROTO_UDP]
 
-    def _port_range(self) -> tuple[int, int]:
+    def _port_range(self, s: UdpSock) -> tuple[int, int]:
+        """inet_sk_get_local_port_range(): ip_local_port_range narrowed by the socket's
+        IP_LOCAL_PORT_RANGE."""
         low, high = self.sysctl.get_tuple("net.ipv4.ip_local_port_range")
-        return low, high
+        return sockglue.inet_sk_get_local_port_range(s.inet, low, high)
 
     def sock(self, sk: int) -> UdpSock:
         s = self.socks.get(sk)
@@ -169,10 +171,16 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
     async def bind(self, s: UdpSock, addr: int, port: int) -> None:
         """__inet_bind() → udp_v4_get_port(): EADDRNOTAVAIL, then EACCES, then EINVAL
         for a socket bound already."""
-        # inet_addr_type_table(): a unicast address must be one of ours (ip_nonlocal_bind
-        # is 0); multicast and the limited broadcast address may always be bound.
+        # inet_addr_valid_or_nonlocal(): a unicast address must be one of ours
+        # (inet_addr_type_table) unless the socket may bind any (inet_can_nonlocal_bind:
+        # ip_nonlocal_bind, IP_FREEBIND, IP_TRANSPARENT); multicast and the limited
+        # broadcast address may always be bound.
         special = ipv4_is_multicast(addr) or ipv4_is_lbcast(addr)
-        if addr and not special and await self._addr_type(addr) not in (RTN_LOCAL, RTN_BROADCAST):
+        chk_addr_ret = await self._addr_type(addr) if addr and not special else 0
+        nonlocal_ok = (
+            bool(self.sysctl.get_int("net.ipv4.ip_nonlocal_bind")) or s.inet.freebind or s.inet.transparent
+        )
+        if addr and not special and not nonlocal_ok and chk_addr_ret not in (RTN_LOCAL, RTN_BROADCAST):
             raise errno.kernel_error(errno.EADDRNOTAVAIL)
         # inet_port_requires_bind_service(): a port below ip_unprivileged_port_start
         # takes CAP_NET_BIND_SERVICE (port 0 picks an ephemeral one: never).
@@ -182,14 +190,18 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         if s.state != TCP_CLOSE or s.num:
             raise errno.kernel_error(errno.EINVAL)
         s.rcv_saddr = s.saddr = addr
-        if special:
+        if special or chk_addr_ret == RTN_BROADCAST:
             s.saddr = 0  # multicast and broadcast binds send from the route's source
-        try:
-            self.tables[s.protocol].get_port(s, port, self._port_range())
-        except OSError:
-            # __inet_bind(): a failed get_port leaves the socket unbound.
-            s.rcv_saddr = s.saddr = 0
-            raise
+        # IP_BIND_ADDRESS_NO_PORT: port 0 takes no port now; the socket keeps the
+        # address and inet_autobind() picks the port on the first send or connect (a
+        # second bind() is then still allowed: inet_num is 0).
+        if port or not s.inet.bind_address_no_port:
+            try:
+                self.tables[s.protocol].get_port(s, port, self._port_range(s))
+            except OSError:
+                # __inet_bind(): a failed get_port leaves the socket unbound.
+                s.rcv_saddr = s.saddr = 0
+                raise
         if addr:
             s.userlocks |= SOCK_BINDADDR_LOCK
         if port:
@@ -200,7 +212,7 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         """inet_autobind(): a socket that sends or connects unbound gets an ephemeral port."""
         if not s.num:
             try:
-                self.tables[s.protocol].get_port(s, 0, self._port_range())
+                self.tables[s.protocol].get_port(s, 0, self._port_range(s))
             except OSError:
                 # inet_autobind() answers a full port range with EAGAIN (bind() says
                 # EADDRINUSE).
@@ -286,7 +298,7 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
             return
         if level != SOL_IP:
             raise errno.kernel_error(errno.ENOPROTOOPT)
-        effect = sockglue.do_ip_setsockopt(s.inet, optname, optval)
+        effect = sockglue.do_ip_setsockopt(s.inet, optname, optval, cred=s.cred)
         if effect & SockoptEffect.PURGE_ERRQUEUE:
             s.purge_error_queue()
         if effect & SockoptEffect.TOS_CHANGED:

@@ -42,7 +42,13 @@ from services.core.socket_uapi import (
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
 from services.core.tstamp import SOCKCM_FLAG_TS_OPT_ID
-from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE, ipv4_is_multicast
+from services.core.wire.ipv4 import (
+    IPPROTO_UDP,
+    IPPROTO_UDPLITE,
+    ipv4_is_lbcast,
+    ipv4_is_multicast,
+    ipv4_is_zeronet,
+)
 from services.core.wire.udp import CSUM_MANGLED_0, UDP_HLEN
 from services.ip import sockglue
 from services.ip.cork import (
@@ -111,6 +117,20 @@ def _csum_offload(dst: Dst) -> bool:
     return bool(dst.dev_features & (NETIF_F_HW_CSUM | NETIF_F_IP_CSUM))
 
 
+def _anysrc(daddr: int, saddr: int, oif: int) -> bool:
+    """Whether FLOWI_FLAG_ANYSRC (an IP_TRANSPARENT socket's, inet_sk_flowi_flags)
+    changes ip_route_output_key_hash_rcu()'s answer for this flow: it skips the check
+    that a given source is one of ours (__ip_dev_find), and nothing else. A source the
+    lookup refuses anyway (multicast, limited broadcast, 0.x.x.x: EINVAL), and a
+    multicast or broadcast destination without an oif (the device is the source's),
+    are left to the lookup; otherwise the route is looked up as for no source and the
+    source kept (only a policy rule matching on the source, or a destination of
+    0.0.0.0, which the kernel then sends to the source itself, could see the difference)."""
+    if not saddr or ipv4_is_multicast(saddr) or ipv4_is_lbcast(saddr) or ipv4_is_zeronet(saddr):
+        return False
+    return bool(oif) or not (ipv4_is_multicast(daddr) or ipv4_is_lbcast(daddr))
+
+
 class UdpOutput:
     """The send half of UdpLayer (which provides these attributes)."""
 
@@ -138,9 +158,15 @@ class UdpOutput:
         route = s.dst_cache if connected else None
         if route is None or route.genid != self.fib_genid:
             # ENETUNREACH propagates; OutNoRoutes is counted by the IP layer's lookup.
-            dst, src, genid = await self.route_output(
-                daddr, saddr, ipc.oif, tos=tos, scope=scope, mark=ipc.mark
-            )
+            if s.inet.transparent and _anysrc(daddr, saddr, ipc.oif):
+                dst, _, genid = await self.route_output(
+                    daddr, 0, ipc.oif, tos=tos, scope=scope, mark=ipc.mark
+                )
+                src = saddr
+            else:
+                dst, src, genid = await self.route_output(
+                    daddr, saddr, ipc.oif, tos=tos, scope=scope, mark=ipc.mark
+                )
             if dst.flags & RTCF_BROADCAST and not s.broadcast:
                 raise errno.kernel_error(errno.EACCES)
             route = CachedRoute(dst, src, genid)

@@ -125,13 +125,16 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
 # Where the emulator answers otherwise on purpose (README, "Where this differs from
 # Linux"), what it answers instead: an option whose effect is not emulated refuses
 # with ENOPROTOOPT rather than pretending. SO_ZEROCOPY (60): MSG_ZEROCOPY's
-# completions are not emulated. The multicast options (SOL_IP 32-50 but IP_UNICAST_IF
-# 50... see MULTICAST) are absent: no group membership yet.
+# completions are not emulated. SOL_IP 32-49: the multicast options (no group
+# membership yet); 50: IP_UNICAST_IF; 64-67: iptables' own sockopts (the emulator's
+# netfilter is configured through its NetfilterService). A getsockopt refused on the
+# emulator leaves the option out of its buflens table (None).
 ABSENT = [ENOPROTOOPT] * 5
-MULTICAST = (32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49)
+NOT_EMULATED_IP = (*range(32, 51), 64, 65, 66, 67)
 DIFFERS: dict[str, Any] = {
     "SOL_SOCKET 60": [0, ENOPROTOOPT, 0, None, 0],
-    **{f"SOL_IP {n}": ABSENT for n in MULTICAST},
+    **{f"SOL_IP {n}": ABSENT for n in NOT_EMULATED_IP},
+    **{f"SOL_IP buflens {n}": None for n in NOT_EMULATED_IP},
 }
 
 

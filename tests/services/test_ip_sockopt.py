@@ -17,7 +17,15 @@ import struct
 import pytest
 
 from services.core import errno
-from services.ip.sockglue import build_cmsgs, rt_tos2priority
+from services.core.checksum import csum_partial
+from services.ip.sockglue import (
+    IP_CMSG_CHECKSUM,
+    MsgControl,
+    build_cmsgs,
+    ip_cmsg_checksum,
+    ip_cmsg_recv_offset,
+    rt_tos2priority,
+)
 from tests.services.fakes_udp import (
     MSG_DONTWAIT,
     SocketHarness,
@@ -553,3 +561,105 @@ async def test_ip_options_on_the_wire_and_in_recv_cmsgs_match_the_kernel() -> No
         want = [real_sockopt, real_cmsg, real_none]
         for r, (err, data, ctl, flags, _) in zip(got, want, strict=True):
             assert (r.errno, r.data, r.control, r.msg_flags) == (err, data, ctl, flags)
+
+
+IP_FREEBIND = 15
+IP_PASSSEC = 18
+IP_TRANSPARENT = 19
+IP_MINTTL = 21
+IP_CHECKSUM = 23
+IP_BIND_ADDRESS_NO_PORT = 24
+IP_LOCAL_PORT_RANGE = 51
+# (optname, optval) for the options of inet_sock's flags and fields that 6.0 .. 6.18
+# added to the lockless part of do_ip_setsockopt(), each on a fresh socket.
+NEWER_VALUES = [b"", b"\x02", i32(0), i32(1), i32(-1), i32(256), i32(5) + b"\x01"]
+NEWER_SETS: list[tuple[int, bytes]] = [
+    (opt, v)
+    for opt in (IP_FREEBIND, IP_PASSSEC, IP_TRANSPARENT, IP_MINTTL, IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT)
+    for v in NEWER_VALUES
+]
+LOCAL_PORT_RANGES = [struct.pack("=I", 40010 << 16 | 40000), struct.pack("=I", 40000 << 16 | 40010)]
+NEWER_SETS += [(IP_LOCAL_PORT_RANGE, v) for v in [*NEWER_VALUES, *LOCAL_PORT_RANGES]]
+EINVAL = errno.EINVAL
+# 6.18: FREEBIND and TRANSPARENT want optlen >= 1; PASSSEC, CHECKSUM and
+# BIND_ADDRESS_NO_PORT take anything (optlen 0 is 0); MINTTL wants 0..255 and a byte at
+# least; LOCAL_PORT_RANGE exactly 4 bytes, lo <= hi unless one is 0.
+NEWER_SETS_KERNEL = (
+    [EINVAL, 0, 0, 0, 0, 0, 0]
+    + [0] * 7
+    + [EINVAL, 0, 0, 0, 0, 0, 0]
+    + [EINVAL, 0, 0, 0, EINVAL, EINVAL, 0]
+    + [0] * 7
+    + [0] * 7
+    + [EINVAL, EINVAL, 0, 0, 0, 0, EINVAL, 0, EINVAL]
+)
+
+
+@async_test
+async def test_freebind_transparent_minttl_and_the_others_match_the_kernel() -> None:
+    """The errno of each set and what getsockopt then reads, at buflen 4 and 2 (a flag
+    reads 1 for any non-zero value; IP_LOCAL_PORT_RANGE reads the int it was given:
+    -1 stays -1, 0x9c4a9c40 is -1672831936, two bytes of it for a buflen of 2)."""
+    real_results = []
+    for optname, optval in NEWER_SETS:
+        real = real_udp()
+        err = real_setsockopt(real, SOL_IP, optname, optval)
+        got4 = real_getsockopt(real, SOL_IP, optname, 4)
+        real_results.append((err, got4, real_getsockopt(real, SOL_IP, optname, 2)))
+        real.close()
+    assert [e for e, _, _ in real_results] == NEWER_SETS_KERNEL
+    assert real_results[NEWER_SETS.index((IP_FREEBIND, i32(256)))][1:] == ((0, i32(1)), (0, b"\x01"))
+    assert real_results[NEWER_SETS.index((IP_MINTTL, b"\x02"))][1] == (0, i32(2))
+    assert real_results[-2][1:] == ((0, struct.pack("=I", 0x9C4A9C40)), (0, b"\x40\x9c"))
+    assert real_results[NEWER_SETS.index((IP_LOCAL_PORT_RANGE, i32(-1)))][1] == (0, i32(-1))
+    async with SocketHarness() as h:
+        pid = await h.process()
+        results = []
+        for optname, optval in NEWER_SETS:
+            fd = await h.udp_fd(pid)
+            err = await h.setsockopt(pid, fd, SOL_IP, optname, optval)
+            got4 = await h.getsockopt(pid, fd, SOL_IP, optname, 4)
+            results.append((err, got4, await h.getsockopt(pid, fd, SOL_IP, optname, 2)))
+            await h.close(pid, fd)
+        for (optname, optval), got, want in zip(NEWER_SETS, results, real_results, strict=True):
+            assert got == want, (optname, optval)
+
+
+@async_test
+async def test_minttl_checksum_and_passsec_change_nothing_a_udp_socket_receives() -> None:
+    """6.18 on 127.0.0.1: a socket with IP_MINTTL 255 still receives a TTL 64 datagram
+    (only tcp_v4_rcv drops below it); IP_CHECKSUM puts no cmsg for loopback's
+    CHECKSUM_PARTIAL skbs (only a CHECKSUM_COMPLETE one has it); IP_PASSSEC none
+    without an LSM's label."""
+    rx, tx = real_udp(), real_udp()
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    for opt, v in ((IP_MINTTL, 255), (IP_CHECKSUM, 1), (IP_PASSSEC, 1)):
+        rx.setsockopt(SOL_IP, opt, v)
+    tx.sendto(b"ttl64", ("127.0.0.1", port))
+    real = real_recvmsg(rx, 10, 200)
+    rx.close()
+    tx.close()
+    assert real[:4] == (0, b"ttl64", b"", 0)
+    async with SocketHarness() as h:
+        pid = await h.process()
+        rfd, tfd = await h.udp_fd(pid), await h.udp_fd(pid)
+        assert await h.bind(pid, rfd, sockaddr("127.0.0.1", port)) == 0
+        for opt, v in ((IP_MINTTL, 255), (IP_CHECKSUM, 1), (IP_PASSSEC, 1)):
+            assert await h.setsockopt(pid, rfd, SOL_IP, opt, i32(v)) == 0
+        assert (await h.sendmsg(pid, tfd, b"ttl64", sockaddr("127.0.0.1", port)))[0] == 0
+        r = await h.recvmsg(pid, rfd, 10, MSG_DONTWAIT, controllen=200)
+        assert (r.errno, r.data, r.control, r.msg_flags) == real[:4]
+
+
+def test_ip_cmsg_checksum_of_a_checksum_complete_skb() -> None:
+    """ip_cmsg_recv_checksum(): skb->csum as a u32 when the skb is CHECKSUM_COMPLETE,
+    less the bytes a peek offset skips; nothing otherwise."""
+    payload = b"\x12\x34\x56\x78\x9a\xbc"
+    csum = csum_partial(payload)
+    assert ip_cmsg_checksum(csum, payload[:2]) == csum_partial(payload[2:])
+    iph = bytes(20)
+    for value, want in ((None, b""), (csum, cmsg(SOL_IP, IP_CHECKSUM, struct.pack("=I", csum)))):
+        msg = MsgControl(64)
+        ip_cmsg_recv_offset(msg, IP_CMSG_CHECKSUM, bytes(48), iph, bytes(8), csum=value)
+        assert msg.control() == want
