@@ -14,7 +14,6 @@ What 6.18 answered is written next to each comparison.
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,21 +145,7 @@ def receiving(h: Host) -> dict[str, Any]:
         data, anc, flags, addr = got
         return [data.hex(), clock.anc(anc), flags, h.port(addr)]
 
-    # net_enable_timestamp() turns receive stamping on from a work item: until it has
-    # run, an skb comes in unstamped and SO_TIMESTAMPING (unlike SO_TIMESTAMP, which
-    # stamps at recvmsg) reports nothing. Wait for it (bounded).
-    probe = h.sock(9)
-    probe.setsockopt(SOL_SOCKET, SO_TIMESTAMPING, RX_SOFTWARE | SOFTWARE)
-    stamped = False
-    for _ in range(200):
-        s.sendto(b"probe", (LO, PORT + 9))
-        h.settle()
-        stamped = bool(probe.recvmsg(100, 1024, MSG_DONTWAIT)[1])
-        if stamped:
-            break
-        time.sleep(0.005)
-    out["receive stamping on"] = stamped
-    probe.close()
+    out["receive stamping on"] = h.stamping_on(s, 9)
 
     for i, (name, opts) in enumerate(RECEIVE_OPTS.items()):
         r = h.sock(10 + i)

@@ -177,6 +177,10 @@ def receiving(h: Host) -> dict[str, Any]:
     s = h.sock(1)
     put(s, SOL_SOCKET, SO_MARK, 7)
     put(s, SOL_SOCKET, SO_PRIORITY, 3)
+    # SO_TIMESTAMP on the sender keeps receive stamping on throughout (a socket with
+    # it holds net_enable_timestamp()), and the cases wait until it is.
+    put(s, SOL_SOCKET, SO_TIMESTAMP, 1)
+    out["rx stamping on"] = h.stamping_on(s, 9)
     for i, (name, opts) in enumerate(cases.items()):
         r = h.sock(10 + i)
         for opt, val in opts:
@@ -369,6 +373,7 @@ def test_receive_cmsgs(both: Both) -> None:
     # RX_SOFTWARE alone and SOFTWARE with OPT_RX_FILTER nothing; no hardware on lo;
     # SO_TIMESTAMP, then SO_MARK (the sender's 7), then SO_PRIORITY (3) and no
     # SO_RXQ_OVFL without drops.
+    assert kernel["rx stamping on"] is True
     assert kernel["rx SO_TIMESTAMP"] == ["61626364", 0, tv]
     assert kernel["rx SO_TIMESTAMPNS_NEW"] == ["61626364", 0, [[SOL_SOCKET, SO_TIMESTAMPNS_NEW, 16, True]]]
     assert kernel["rx SOFTWARE"] == ["61626364", 0, ting]

@@ -213,6 +213,26 @@ class Host:
         out = [self.drain(r, ancbufsize) for r in rs]
         return out[0] if len(out) == 1 else out
 
+    def stamping_on(self, sender: Any, offset: int = 98) -> bool:
+        """Wait (bounded) until received skbs are stamped. net_enable_timestamp() turns
+        receive stamping on from a work item: until it has run an skb comes in
+        unstamped, and SO_TIMESTAMPING (unlike SO_TIMESTAMP, which stamps at recvmsg)
+        reports nothing. A probe socket on PORT + offset asks for stamps and `sender`
+        sends to it until one arrives stamped. True once it does."""
+        probe = self.sock(offset)
+        # SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+        probe.setsockopt(SOL_SOCKET, 37, (1 << 3) | (1 << 4))
+        stamped = False
+        for _ in range(200):
+            sender.sendto(b"probe", (LO, PORT + offset))
+            self.settle()
+            stamped = bool(probe.recvmsg(100, 1024, MSG_DONTWAIT)[1])
+            if stamped:
+                break
+            time.sleep(0.005)
+        probe.close()
+        return stamped
+
     def counters(self) -> dict[str, int]:
         return _kernel_counters() if self.kernel else _emulated_counters()
 
