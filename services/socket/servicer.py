@@ -258,11 +258,26 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
         self, request: pb.PollRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PollResponse]:
         """The responses are produced by the layer's poll loop; the stream ends (OK)
-        when its time is up, and the loop's waits below end when the client cancels."""
-        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        when its time is up, and the loop's waits below end when the client cancels.
+        A client slower than the changes gets the latest revents (one pending at most),
+        so a stalled reader holds no growing backlog. More fds than the process's
+        RLIMIT_NOFILE is INVALID_ARGUMENT (poll(2)'s EINVAL)."""
+        try:
+            nofile = self.layer.procs.get(request.pid).nofile
+        except UnknownProcess as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
+        if len(request.fds) > nofile:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.fds)} fds is more than RLIMIT_NOFILE {nofile}",
+            )
+        latest: list[list[int] | None] = []
+        ready = asyncio.Event()
 
         async def report(revents: list[int]) -> None:
-            await queue.put(revents)
+            latest[:] = [revents]
+            ready.set()
 
         async def run() -> None:
             try:
@@ -273,12 +288,22 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
                     report,
                 )
             finally:
-                queue.put_nowait(None)
+                latest.append(None)
+                ready.set()
 
         task = asyncio.create_task(run())
         try:
-            while (revents := await queue.get()) is not None:
-                yield pb.PollResponse(revents=revents)
+            while True:
+                await ready.wait()
+                ready.clear()
+                pending, latest[:] = list(latest), []
+                for revents in pending:
+                    if revents is None:
+                        break
+                    yield pb.PollResponse(revents=revents)
+                else:
+                    continue
+                break
             try:
                 await task
             except UnknownProcess as err:

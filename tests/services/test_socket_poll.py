@@ -261,3 +261,45 @@ async def test_poll_stream_released_by_close_and_exit() -> None:
         await h.stub.ExitProcess(socket_pb2.ExitProcessRequest(pid=pid))
         assert await _stream_next(call) == [POLLNVAL]
         call.cancel()
+
+
+@async_test
+async def test_poll_stream_limits() -> None:
+    """More fds than RLIMIT_NOFILE is INVALID_ARGUMENT (poll(2): EINVAL); a reader that
+    does not read while the state changes many times gets at most one response per
+    change (fewer when the transport pushed back and the stream kept only the latest),
+    the last being the state now."""
+    async with SocketHarness() as h:
+        pid = int((await h.stub.OpenProcess(socket_pb2.OpenProcessRequest(comm="t", nofile=8))).pid)
+        fds = [socket_pb2.PollFd(fd=3 + i, events=POLLIN) for i in range(9)]
+        call = h.stub.Poll(socket_pb2.PollRequest(pid=pid, fds=fds))
+        assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "more than RLIMIT_NOFILE 8" in (await call.details() or "")
+        fd = await h.udp_fd(pid)
+        assert await h.bind(pid, fd, sockaddr("127.0.0.1", 9410)) == 0
+        w = await h.udp_fd(pid)
+        call = h.stub.Poll(socket_pb2.PollRequest(pid=pid, fds=[socket_pb2.PollFd(fd=fd, events=POLLIN)]))
+        assert await _stream_next(call) == [0]
+        sk = h.layer.procs.get(pid).file(fd).sk
+        for _ in range(20):
+            assert await h.sendmsg(pid, w, b"x", sockaddr("127.0.0.1", 9410)) == (0, 1)
+            await eventually(lambda: bool(h.udp.layer.socks[sk].receive_queue), "queued")
+            assert (await h.recvmsg(pid, fd, flags=MSG_DONTWAIT)).data == b"x"
+        assert await h.sendmsg(pid, w, b"last", sockaddr("127.0.0.1", 9410)) == (0, 4)
+        await eventually(lambda: bool(h.udp.layer.socks[sk].receive_queue), "queued")
+        seen = []
+        for _ in range(100):
+            try:
+                seen.append(await _stream_next_within(call, 0.2))
+            except TimeoutError:
+                break
+        assert 1 <= len(seen) <= 41
+        assert seen[-1] == [POLLIN]
+        assert all(r in ([0], [POLLIN]) for r in seen)
+        call.cancel()
+
+
+async def _stream_next_within(call: grpc.aio.UnaryStreamCall, seconds: float) -> list[int]:
+    resp = await asyncio.wait_for(call.read(), seconds)
+    assert resp is not grpc.aio.EOF
+    return list(resp.revents)
