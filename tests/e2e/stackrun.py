@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_base() -> int:
@@ -37,6 +40,26 @@ def stack_env(state_dir: str) -> dict[str, str]:
     """The environment of a stack of the test's own: its state directory, free ports, and
     no client settings inherited from whoever runs the tests."""
     env = {**os.environ, "STACKEMU_STATE_DIR": state_dir, "STACKEMU_BASE_PORT": str(free_base())}
-    env.pop("STACKEMU_SOCKET_ADDR", None)
-    env.pop("STACKEMU_HOST", None)
+    for name in ("STACKEMU_SOCKET_ADDR", "STACKEMU_HOST", "STACKEMU_UID", "STACKEMU_CAPS", "STACKEMU_NOFILE"):
+        env.pop(name, None)
     return env
+
+
+def launched(state_dir: str) -> Iterator[dict[str, str]]:
+    """A module fixture's body: `stackemu up` in state_dir (stack_env), the environment
+    that reaches it, then `stackemu down`."""
+    env = stack_env(state_dir)
+    up = cli(env, "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        yield env
+    finally:
+        down = cli(env, "down")
+        assert down.returncode == 0, down.stderr
+
+
+def service_addr(env: dict[str, str], host: str, service: str) -> str:
+    """host:port of a host's service in the stack env's state directory names."""
+    hosts = json.loads((Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text())["hosts"]
+    addr: str = hosts[host][service]["addr"]
+    return addr

@@ -404,15 +404,9 @@ SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    from tests.e2e.stackrun import cli, stack_env
+    from tests.e2e.stackrun import launched
 
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    for name in ("STACKEMU_UID", "STACKEMU_CAPS", "STACKEMU_NOFILE"):
-        env.pop(name, None)
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    yield env
-    cli(env, "down")
+    yield from launched(str(tmp_path_factory.mktemp("state")))
 
 
 def _run(stack: dict[str, str], scenario: str, **env: str) -> dict[str, Any]:

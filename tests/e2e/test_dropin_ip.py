@@ -234,13 +234,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    from tests.e2e.stackrun import cli, stack_env
+    from tests.e2e.stackrun import launched
 
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    yield env
-    cli(env, "down")
+    yield from launched(str(tmp_path_factory.mktemp("state")))
 
 
 def _run(module: str, scenario: str, port: int, env: dict[str, str]) -> dict[str, Any]:

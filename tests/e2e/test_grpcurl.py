@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from stackemu.socket.v1 import socket_pb2
-from tests.e2e.stackrun import cli, stack_env
+from tests.e2e.stackrun import launched, service_addr
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
@@ -39,15 +39,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The socket service of alice, on a stack of this file's own."""
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    try:
-        stack = json.loads((Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text())
-        yield stack["hosts"]["alice"]["socket"]["addr"]
-    finally:
-        down = cli(env, "down")
-        assert down.returncode == 0, down.stderr
+    for env in launched(str(tmp_path_factory.mktemp("state"))):
+        yield service_addr(env, "alice", "socket")
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:

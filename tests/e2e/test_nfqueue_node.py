@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc, netfilter_pb2, netfilter_pb2_grpc
-from tests.e2e.stackrun import cli, stack_env
+from tests.e2e.stackrun import cli, launched, service_addr
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NODE = shutil.which("node")
@@ -60,20 +60,7 @@ NOT_SPECIFIED = "SKB_DROP_REASON_NOT_SPECIFIED"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    try:
-        yield env
-    finally:
-        down = cli(env, "down")
-        assert down.returncode == 0, down.stderr
-
-
-def _ip_addr(env: dict[str, str], host: str) -> str:
-    hosts = json.loads((Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text())["hosts"]
-    addr: str = hosts[host]["ip"]["addr"]
-    return addr
+    yield from launched(str(tmp_path_factory.mktemp("state")))
 
 
 def _py(env: dict[str, str], host: str, code: str, *args: str) -> subprocess.Popen[str]:
@@ -99,7 +86,7 @@ def _queues(addr: str) -> list[netfilter_pb2.QueueStats]:
 
 
 def test_a_node_listener_decides_which_datagrams_bob_receives(stack: dict[str, str]) -> None:
-    bob_ip = _ip_addr(stack, "bob")
+    bob_ip = service_addr(stack, "bob", "ip")
     rule = ["iptables", "--host", "bob", "-A", "INPUT", "-p", "udp", "--dport", "9000", "-j", "NFQUEUE"]
     added = cli(stack, *rule, "--queue-num", "0")
     assert added.returncode == 0, added.stderr

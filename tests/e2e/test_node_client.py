@@ -20,7 +20,7 @@ import pytest
 
 from stackemu.socket.v1 import socket_pb2 as pb
 from stackemu.socket.v1 import socket_pb2_grpc
-from tests.e2e.stackrun import cli, stack_env
+from tests.e2e.stackrun import launched, service_addr
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NODE = shutil.which("node")
@@ -36,20 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    try:
-        yield env
-    finally:
-        down = cli(env, "down")
-        assert down.returncode == 0, down.stderr
-
-
-def _socket_addr(env: dict[str, str], host: str) -> str:
-    hosts = json.loads((Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text())["hosts"]
-    addr: str = hosts[host]["socket"]["addr"]
-    return addr
+    yield from launched(str(tmp_path_factory.mktemp("state")))
 
 
 def _node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -127,7 +114,7 @@ def test_the_node_client_sees_what_the_kernel_answers(stack: dict[str, str]) -> 
     )
     assert kernel["rebind_errno"] == 98  # EADDRINUSE
 
-    done = _node(_socket_addr(stack, "alice"), str(recv_port), str(send_port))
+    done = _node(service_addr(stack, "alice", "socket"), str(recv_port), str(send_port))
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     # A new process's first descriptors are 3, 4, 5, as sock_map_fd gives them.
@@ -145,7 +132,7 @@ def test_without_an_address_it_finds_the_host_in_the_state_file(stack: dict[str,
 def test_a_failed_call_is_its_errno_not_a_grpc_error(stack: dict[str, str]) -> None:
     """Another process holds the port: the example's Bind answers EADDRINUSE in the
     response's errno, and the example stops there and says so."""
-    addr = _socket_addr(stack, "alice")
+    addr = service_addr(stack, "alice", "socket")
     with grpc.insecure_channel(addr) as ch:
         stub = socket_pb2_grpc.SocketServiceStub(ch)
         pid = stub.OpenProcess(pb.OpenProcessRequest(comm="holder"), timeout=10).pid

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.core import errno
-from tests.e2e.stackrun import cli, stack_env
+from tests.e2e.stackrun import cli, launched, stack_env
 
 HERE = Path(__file__).parent
 
@@ -29,11 +29,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    env = stack_env(str(tmp_path_factory.mktemp("state")))
-    up = cli(env, "up")
-    assert up.returncode == 0, up.stderr
-    yield env
-    cli(env, "down")
+    yield from launched(str(tmp_path_factory.mktemp("state")))
 
 
 def test_status_shows_eight_serving_services(stack: dict[str, str]) -> None:
