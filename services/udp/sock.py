@@ -62,6 +62,17 @@ async def sk_wait(
             waiters.remove(w)
 
 
+def _wake(q: deque[asyncio.Future[None]], exclusive: bool = False) -> None:
+    """__wake_up_common(): the waiters of one queue, in order; an exclusive wake-up
+    stops at the first still waiting (one that gave up already does not count)."""
+    while q:
+        w = q.popleft()
+        if not w.done():
+            w.set_result(None)
+            if exclusive:
+                return
+
+
 @dataclass(slots=True)
 class CachedRoute:
     """sk_dst_cache: the route of a connected socket, valid while the FIB generation
@@ -243,29 +254,19 @@ class UdpSock:
     def poll_wake(self) -> None:
         """The pollers on the socket's wait queue: every wake-up reaches all of them
         (poll's entries are not exclusive), and each looks at udp_poll() again."""
-        while self.poll_waiters:
-            w = self.poll_waiters.popleft()
-            if not w.done():
-                w.set_result(None)
+        _wake(self.poll_waiters)
 
     def data_ready(self) -> None:
         """sk_data_ready(): wake every poller and the first reader waiting (an exclusive
         wake-up)."""
         self.poll_wake()
-        while self.waiters:
-            w = self.waiters.popleft()
-            if not w.done():
-                w.set_result(None)
-                return
+        _wake(self.waiters, exclusive=True)
 
     def wake_all(self) -> None:
         """sk_state_change() (sock_def_wakeup: wake_up_interruptible_all), and release:
         readers, senders and pollers, every one."""
         for q in (self.waiters, self.write_waiters, self.poll_waiters):
-            while q:
-                w = q.popleft()
-                if not w.done():
-                    w.set_result(None)
+            _wake(q)
 
     def wmem_full(self) -> bool:
         """No room to allocate a datagram: sock_alloc_send_pskb() waits while
@@ -277,7 +278,4 @@ class UdpSock:
         every sender waiting for room is woken."""
         if self.wmem_alloc << 1 <= self.sndbuf:
             self.poll_wake()
-            while self.write_waiters:
-                w = self.write_waiters.popleft()
-                if not w.done():
-                    w.set_result(None)
+            _wake(self.write_waiters)
