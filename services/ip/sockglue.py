@@ -80,6 +80,7 @@ IP_CHECKSUM = 23
 IP_BIND_ADDRESS_NO_PORT = 24
 IP_RECVFRAGSIZE = 25
 IP_RECVERR_RFC4884 = 26
+IP_UNICAST_IF = 50
 IP_LOCAL_PORT_RANGE = 51
 IP_PROTOCOL = 52
 # include/uapi/asm-generic/socket.h: IP_PASSSEC's cmsg type, at SOL_IP.
@@ -128,7 +129,7 @@ _INT_OPTIONS = frozenset(
     {IP_PKTINFO, IP_RECVTTL, IP_RECVOPTS, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL, IP_HDRINCL}
     | {IP_MTU_DISCOVER, IP_RECVERR, IP_ROUTER_ALERT, IP_NODEFRAG, IP_RECVORIGDSTADDR}
     | {IP_RECVFRAGSIZE, IP_RECVERR_RFC4884, IP_FREEBIND, IP_PASSSEC, IP_TRANSPARENT, IP_MINTTL}
-    | {IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE}
+    | {IP_CHECKSUM, IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE, IP_UNICAST_IF}
 )
 
 # include/uapi/linux/errqueue.h
@@ -249,6 +250,9 @@ class InetOpts:
     min_ttl: int = 0
     # IP_LOCAL_PORT_RANGE: hi << 16 | lo, 0 for the netns range alone.
     local_port_range: int = 0
+    # IP_UNICAST_IF (inet->uc_index): the device a unicast send or connect without one
+    # of its own leaves by.
+    uc_index: int = 0
 
 
 class SockoptEffect(enum.Flag):
@@ -268,10 +272,19 @@ def _ip_options_get(data: bytes) -> IpOptions:
 
 
 def do_ip_setsockopt(
-    inet: InetOpts, optname: int, optval: bytes, sock_type: int = SOCK_DGRAM, *, cred: Cred = ROOT
+    inet: InetOpts,
+    optname: int,
+    optval: bytes,
+    sock_type: int = SOCK_DGRAM,
+    *,
+    cred: Cred = ROOT,
+    dev_exists: Callable[[int], bool] = lambda ifindex: False,
+    bound_dev_if: int = 0,
 ) -> SockoptEffect:
     """do_ip_setsockopt() for the options of a UDP socket; raises OSError with the
-    kernel's errno. `cred` is the caller's (sockopt_ns_capable(): the calling task)."""
+    kernel's errno. `cred` is the caller's (sockopt_ns_capable(): the calling task);
+    `dev_exists` is dev_get_by_index() of the host's devices and `bound_dev_if` the
+    socket's SO_BINDTODEVICE, for IP_UNICAST_IF."""
     optlen = len(optval)
     val = 0
     if optname in _INT_OPTIONS:
@@ -323,6 +336,22 @@ def do_ip_setsockopt(
         if optlen < 1 or not 0 <= val <= 255:
             raise errno.kernel_error(errno.EINVAL)
         inet.min_ttl = val
+        return SockoptEffect.NONE
+    if optname == IP_UNICAST_IF:
+        # Exactly an int, the ifindex in network order; 0 clears it. A device that does
+        # not exist is EADDRNOTAVAIL; on a socket bound to a device, only a device whose
+        # L3 master (VRF) is that one is taken: none here, so EINVAL.
+        if optlen != 4:
+            raise errno.kernel_error(errno.EINVAL)
+        ifindex = _INT.unpack(optval[:4][::-1])[0]
+        if ifindex == 0:
+            inet.uc_index = 0
+            return SockoptEffect.NONE
+        if not dev_exists(ifindex):
+            raise errno.kernel_error(errno.EADDRNOTAVAIL)
+        if bound_dev_if:
+            raise errno.kernel_error(errno.EINVAL)
+        inet.uc_index = ifindex
         return SockoptEffect.NONE
     if optname == IP_LOCAL_PORT_RANGE:
         # Exactly a u32: lo in the low 16 bits, hi in the high; either may be 0 (no
@@ -405,6 +434,9 @@ def do_ip_getsockopt(
     elif optname == IP_LOCAL_PORT_RANGE:
         # The u32 read back as the int it was given.
         val = _INT.unpack(_U32.pack(inet.local_port_range))[0]
+    elif optname == IP_UNICAST_IF:
+        # htonl(uc_index), read as the int it is.
+        val = _INT.unpack(inet.uc_index.to_bytes(4, "big"))[0]
     elif optname == IP_PROTOCOL:
         val = inet_num
     else:

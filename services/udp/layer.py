@@ -236,8 +236,10 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         if cork is not None:
             cork.daddr, cork.saddr, cork.dport = daddr, s.saddr, dport
         scope = RT_SCOPE_LINK if s.localroute else RT_SCOPE_UNIVERSE
+        # A unicast peer without a device of the socket's own goes by IP_UNICAST_IF's.
+        oif = s.bound_dev_if or (0 if ipv4_is_multicast(daddr) else s.inet.uc_index)
         dst, saddr, genid = await self.route_output(
-            daddr, s.saddr, s.bound_dev_if, tos=s.inet.tos & 0xFC, scope=scope, mark=s.mark
+            daddr, s.saddr, oif, tos=s.inet.tos & 0xFC, scope=scope, mark=s.mark
         )
         if not daddr:
             daddr = dst.nexthop
@@ -298,7 +300,14 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
             return
         if level != SOL_IP:
             raise errno.kernel_error(errno.ENOPROTOOPT)
-        effect = sockglue.do_ip_setsockopt(s.inet, optname, optval, cred=s.cred)
+        effect = sockglue.do_ip_setsockopt(
+            s.inet,
+            optname,
+            optval,
+            cred=s.cred,
+            dev_exists=lambda ifindex: ifindex in self.devices,
+            bound_dev_if=s.bound_dev_if,
+        )
         if effect & SockoptEffect.PURGE_ERRQUEUE:
             s.purge_error_queue()
         if effect & SockoptEffect.TOS_CHANGED:

@@ -231,6 +231,10 @@ class UdpOutput:
             if udp_cmsg_send(control, ipc):
                 sockglue.ip_cmsg_send(control, ipc)
             params.connected = False
+        if not ipc.oif and not ipv4_is_multicast(params.daddr):
+            # A unicast send without a device (SO_BINDTODEVICE, IP_PKTINFO) leaves by
+            # IP_UNICAST_IF's (inet->uc_index).
+            ipc.oif = s.inet.uc_index
         await self._counted(s, self._sendmsg_route(s, data, params, ipc, flags, corkreq, trace, timeout_ns))
         return length
 

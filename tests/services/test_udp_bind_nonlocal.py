@@ -174,3 +174,48 @@ async def test_local_port_range_bounds_autobind_and_bind_to_port_zero() -> None:
     await u.setsockopt(one, SOL_IP, IP_LOCAL_PORT_RANGE, u32((32768 << 16) | 1))
     await u.bind(one, LOOPBACK, 0)
     assert await u.getname(one, False) == (LOOPBACK, 32768)
+
+
+@async_test
+async def test_ip_unicast_if() -> None:
+    """IP_UNICAST_IF (do_ip_setsockopt, udp_sendmsg, __ip4_datagram_connect): an int
+    ifindex in network order, EINVAL for any other length, EADDRNOTAVAIL for a device
+    that does not exist, EINVAL on a device-bound socket (no VRF master), 0 clears; it
+    reads back as htonl(ifindex) (a byte for a short buffer only when that fits); a
+    unicast send or connect without a device of its own routes with it as oif. 6.18
+    here: int 1 is htonl'd to ifindex 16777216, EADDRNOTAVAIL; 0 is taken and reads 0."""
+    from services.ip.sockglue import IP_UNICAST_IF
+
+    u = LoopbackUdp()
+    u.layer.devices = {1: "lo", 2: "eth0"}
+    s = u.layer.sock(await u.create(IPPROTO_UDP, 1, 3))
+    lo = struct.pack("!i", 1)
+    assert await _errno(u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, i32(1))) == errno.EADDRNOTAVAIL
+    assert await _errno(u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, lo[:3])) == errno.EINVAL
+    assert await _errno(u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, lo + b"\0")) == errno.EINVAL
+    assert await u.getsockopt(s.sk, SOL_IP, IP_UNICAST_IF, 4) == (i32(0), 4)
+    await u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, lo)
+    assert s.inet.uc_index == 1
+    assert await u.getsockopt(s.sk, SOL_IP, IP_UNICAST_IF, 4) == (lo, 4)
+    assert await u.getsockopt(s.sk, SOL_IP, IP_UNICAST_IF, 2) == (lo[:2], 2)
+    # Sends and connects route with it as the output device.
+    seen: list[int] = []
+    route = u.layer.route_output
+
+    async def spy(daddr: int, saddr: int, oif: int, **kw: int) -> object:
+        seen.append(oif)
+        return await route(daddr, saddr, oif, **kw)
+
+    u.layer.route_output = spy  # type: ignore[assignment]
+    assert await u.sendmsg(s.sk, b"x", sockaddr("127.0.0.1", 9), 0, False) == 1
+    await u.connect(s.sk, sockaddr("127.0.0.1", 9))
+    assert seen == [1, 1]
+    # eth0 (2) is not on lo's routes: the send fails as ip_route_output_key says.
+    await u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, struct.pack("!i", 2))
+    assert await _errno(u.sendmsg(s.sk, b"x", sockaddr("127.0.0.1", 10), 0, False)) == errno.ENODEV
+    await u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, i32(0))
+    assert s.inet.uc_index == 0
+    # A socket bound to a device takes no other (EINVAL), but may clear it.
+    await u.setsockopt(s.sk, 1, 25, b"lo\0")  # SO_BINDTODEVICE
+    assert await _errno(u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, lo)) == errno.EINVAL
+    await u.setsockopt(s.sk, SOL_IP, IP_UNICAST_IF, i32(0))
