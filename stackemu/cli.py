@@ -44,6 +44,7 @@ def main() -> None:
 )
 def up(base_port: int | None, tap: str | None) -> None:
     """Start the default topology (alice and bob, eth0 joined by a wire) as local processes."""
+    _refuse_external()
     try:
         launcher.up(base_port, log=click.echo, tap=tap)
     except launcher.LaunchError as err:
@@ -54,6 +55,7 @@ def up(base_port: int | None, tap: str | None) -> None:
 @main.command()
 def down() -> None:
     """Stop every service of the running stack."""
+    _refuse_external()
     if not launcher.down(log=click.echo):
         click.echo("no stack is running")
 
@@ -62,18 +64,49 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show every service's address, pid and health."""
-    rows = launcher.status()
+    rows = _external_status() if state.external_file() else launcher.status()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no stack is running; start one with `stackemu up`")
         sys.exit(1)
-    click.echo(f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<17} {'PID':<8} HEALTH")
+    width = max(17, *(len(r["addr"]) for r in rows))
+    click.echo(f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<{width}} {'PID':<8} HEALTH")
     for r in rows:
-        click.echo(f"{r['host']:<7} {r['service']:<8} {r['addr']:<17} {r['pid']:<8} {r['health']}")
+        click.echo(f"{r['host']:<7} {r['service']:<8} {r['addr']:<{width}} {r['pid']:<8} {r['health']}")
     if any(r["health"] != "SERVING" for r in rows):
         sys.exit(1)
+
+
+def _refuse_external() -> None:
+    """A stack named by STACKEMU_STACK_FILE is run by something else (docker compose):
+    its pids are not ours to signal, and its file is not ours to write."""
+    named = state.external_file()
+    if named is not None:
+        raise click.ClickException(
+            f"STACKEMU_STACK_FILE={named} names a stack that `stackemu up` did not start; "
+            "manage it with what started it (`docker compose up/down` for compose/stack.json), "
+            "or unset STACKEMU_STACK_FILE"
+        )
+
+
+def _external_status() -> list[dict[str, str]]:
+    """launcher.status() for a stack file without pids: health only."""
+    data = state.load()
+    if data is None:
+        return []
+    return [
+        {
+            "host": name,
+            "service": layer,
+            "addr": svc["addr"],
+            "pid": "-",
+            "health": launcher.health(svc["addr"]),
+        }
+        for name, host in data["hosts"].items()
+        for layer, svc in host.items()
+    ]
 
 
 @main.command()

@@ -1,8 +1,11 @@
 """Where a running stack is written down, and how clients find a host's socket service.
 
 `stackemu up` writes $STACKEMU_STATE_DIR/stack.json (default ~/.stackemu): every
-service's address and pid. Clients pick a host with STACKEMU_HOST (default alice), or
-name a socket service directly with STACKEMU_SOCKET_ADDR=host:port.
+service's address and pid. A stack that something else runs is named by
+STACKEMU_STACK_FILE instead: a file of the same shape without pids, such as
+compose/stack.json for docker-compose.yml's published ports. Clients pick a host with
+STACKEMU_HOST (default alice), or name a socket service directly with
+STACKEMU_SOCKET_ADDR=host:port.
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ def state_dir() -> Path:
     return Path(os.environ.get("STACKEMU_STATE_DIR") or Path.home() / ".stackemu")
 
 
+def external_file() -> Path | None:
+    """STACKEMU_STACK_FILE: a stack `stackemu up` did not start (and `down` must not stop)."""
+    named = os.environ.get("STACKEMU_STACK_FILE")
+    return Path(named) if named else None
+
+
 def state_file() -> Path:
+    """The stack file clients read: STACKEMU_STACK_FILE if set, else the one `stackemu up` writes."""
+    return external_file() or own_file()
+
+
+def own_file() -> Path:
     return state_dir() / "stack.json"
 
 
@@ -31,13 +45,13 @@ def load() -> dict[str, Any] | None:
 
 def save(data: dict[str, Any]) -> None:
     state_dir().mkdir(parents=True, exist_ok=True)
-    tmp = state_file().with_suffix(".tmp")
+    tmp = own_file().with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(state_file())
+    tmp.replace(own_file())
 
 
 def remove() -> None:
-    state_file().unlink(missing_ok=True)
+    own_file().unlink(missing_ok=True)
 
 
 class NoStack(RuntimeError):
