@@ -72,9 +72,13 @@ def status(as_json: bool) -> None:
         click.echo("no stack is running; start one with `stackemu up`")
         sys.exit(1)
     width = max(17, *(len(r["addr"]) for r in rows))
-    click.echo(f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<{width}} {'PID':<8} HEALTH")
+    mwidth = max(17, *(len(r.get("metrics", "-")) for r in rows))
+    click.echo(f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<{width}} {'METRICS':<{mwidth}} {'PID':<8} HEALTH")
     for r in rows:
-        click.echo(f"{r['host']:<7} {r['service']:<8} {r['addr']:<{width}} {r['pid']:<8} {r['health']}")
+        click.echo(
+            f"{r['host']:<7} {r['service']:<8} {r['addr']:<{width}} {r.get('metrics', '-'):<{mwidth}} "
+            f"{r['pid']:<8} {r['health']}"
+        )
     if any(r["health"] != "SERVING" for r in rows):
         sys.exit(1)
 
@@ -101,6 +105,7 @@ def _external_status() -> list[dict[str, str]]:
             "host": name,
             "service": layer,
             "addr": svc["addr"],
+            **({"metrics": svc["metrics"]} if "metrics" in svc else {}),
             "pid": "-",
             "health": launcher.health(svc["addr"]),
         }
@@ -110,9 +115,11 @@ def _external_status() -> list[dict[str, str]]:
 
 
 @main.command()
-@click.option("--host", default=None, help="Host to run on (default STACKEMU_HOST or alice).")
+@click.option("--host", default=None, help="Host to send from (default STACKEMU_HOST or alice).")
 def demo(host: str | None) -> None:
-    """Send a datagram over 127.0.0.1 and show what each layer did."""
+    """Send datagrams to the other host and show one's journey through every layer,
+    the cmsgs it came with (a receive timestamp, IP_PKTINFO) and the counters that
+    moved (with a netfilter rule counting them on the receiver)."""
     from stackemu.demo import run
 
     try:
@@ -124,6 +131,29 @@ def demo(host: str | None) -> None:
 # The tools parse their own arguments the way the real ones do; only --host is click's.
 _TOOL = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
 _HOST_HELP = "Host whose NIC to use (default STACKEMU_HOST or alice); HOST:DEV names one too."
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help="Only this host's services (default: every host).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def trace(host: str | None, args: tuple[str, ...]) -> None:
+    """One packet's journey through the layers: a timeline of kernel functions.
+
+    \b
+    stackemu trace [--host H] [--last N] [--flow FILTER] [--export FILE] [--json]
+    stackemu trace [--host H] --sample N
+
+    \b
+    Examples:
+      stackemu iptables --host bob -t raw -A PREROUTING -p udp --dport 9000 -j TRACE
+      stackemu trace --host bob --flow 'udp dst port 9000'
+      stackemu trace --sample 100             trace 1 packet in 100 (0: stop)
+      stackemu trace --last 3 --export trace.json   Chrome trace JSON for Perfetto
+    `stackemu trace -h` prints the full help.
+    """
+    from stackemu.tools import trace as tool
+
+    run_tool(tool.main, host, args)
 
 
 @main.command(context_settings=_TOOL)
@@ -215,12 +245,18 @@ def hwstamp_ctl(host: str | None, args: tuple[str, ...]) -> None:
 @click.option("--host", default=None, help=_HOST_HELP)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def sysctl(host: str | None, args: tuple[str, ...]) -> None:
-    """procps sysctl for the NIC layer's net.core.* sysctls.
+    """procps sysctl over every layer's sysctls (NIC, IP, UDP and socket layers).
 
     \b
-    stackemu sysctl [-n] [-N] [-e] NAME ...
-    stackemu sysctl -a
+    stackemu sysctl [-n] [-N] [-e] [--json] NAME ...
+    stackemu sysctl -a [--json]
     stackemu sysctl [-q] -w NAME=VALUE ...
+
+    \b
+    Examples:
+      stackemu sysctl -a                              every sysctl of alice
+      stackemu sysctl --host bob net.core.rmem_default
+      stackemu sysctl -w net.ipv4.udp_rmem_min=8192
     """
     from stackemu.tools import sysctl as tool
 
@@ -231,15 +267,24 @@ def sysctl(host: str | None, args: tuple[str, ...]) -> None:
 @click.option("--host", default=None, help=_HOST_HELP)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def tcpdump(host: str | None, args: tuple[str, ...]) -> None:
-    """tcpdump on an emulated device's packet taps.
+    """tcpdump on an emulated device's packet taps, or between two layers.
 
     \b
-    stackemu tcpdump [-e] [-n] [-c COUNT] [-i [HOST:]DEV|any] [-w FILE]
+    stackemu tcpdump [-d] [-e] [-n] [-c COUNT] [-i [HOST:]DEV|any|ip-udp]
+                     [--layer ip-udp] [-w FILE] [--pcapng] [EXPRESSION]
 
     \b
-    Lines are tcpdump -n's; -w writes a pcap file (nanosecond timestamps, Ethernet)
-    for tcpdump -r, tshark or Wireshark. Ctrl-C stops and prints the counts.
-    Capture filter expressions come with the observability work (not built yet).
+    Lines are tcpdump -n's; -w writes a pcap file (nanosecond timestamps), or pcapng
+    when FILE ends in .pcapng or with --pcapng (an interface per device, direction,
+    comments), for tcpdump -r, tshark or Wireshark. EXPRESSION is a tcpdump filter,
+    compiled by libpcap (the real tcpdump -dd) and run in the service; -d prints it.
+    -i HOST:ip-udp captures what IP hands UDP and gets from it (raw IPv4).
+    Ctrl-C stops and prints the counts.
+
+    \b
+    Examples:
+      stackemu tcpdump -i bob:eth0 udp port 9000
+      stackemu tcpdump -i alice:ip-udp -w boundary.pcapng
     """
     from stackemu.tools import tcpdump as tool
 
@@ -276,6 +321,48 @@ def nstat(host: str | None, args: tuple[str, ...]) -> None:
 
 
 @main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help="Host whose sockets to list (default STACKEMU_HOST or alice).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ss(host: str | None, args: tuple[str, ...]) -> None:
+    """iproute2 ss over a host's UDP (and UDP-Lite) sockets: queues, owner, memory.
+
+    \b
+    stackemu ss [-u] [-a|-l] [-n] [-p] [-m] [-e] [-H] [-O] [--json] [state STATE]
+    stackemu ss -A udp,udplite -an        UDP-Lite sockets too (the emulator's)
+
+    \b
+    Examples:
+      stackemu ss -uanpm                  every UDP socket, its process, its skmem
+      stackemu ss --host bob -ul          bob's unconnected UDP sockets
+      stackemu ss -uan state established  the connected ones
+    `stackemu ss -h` prints ss's full help.
+    """
+    from stackemu.tools import ss as tool
+
+    run_tool(tool.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
+@click.option("--host", default=None, help="Host whose counters to read (default STACKEMU_HOST or alice).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def netstat(host: str | None, args: tuple[str, ...]) -> None:
+    """net-tools netstat -s: the Ip, Icmp, IcmpMsg, Udp, UdpLite and IpExt counters
+    in netstat's sentences.
+
+    \b
+    stackemu netstat -s [-u|-w] [--json]
+
+    \b
+    Examples:
+      stackemu netstat -s                 every group of alice
+      stackemu netstat --host bob -su     bob's Udp counters
+    """
+    from stackemu.tools import netstat as tool
+
+    run_tool(tool.main, host, args)
+
+
+@main.command(context_settings=_TOOL)
 @click.option("--host", default=None, help="Host whose netfilter to use (default STACKEMU_HOST or alice).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def iptables(host: str | None, args: tuple[str, ...]) -> None:
@@ -299,3 +386,47 @@ def iptables(host: str | None, args: tuple[str, ...]) -> None:
     from stackemu.tools import iptables as tool
 
     run_tool(tool.main, host, args)
+
+
+@main.command()
+@click.option("--host", "hosts", multiple=True, help="Host to watch (repeatable; default every host).")
+@click.option(
+    "-l", "lookup", type=click.Choice(["kas", "none"]), default="kas", help="Symbol lookup (as dropwatch -l)."
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds between polls."
+)
+@click.option(
+    "--count", type=click.IntRange(min=0), default=None, help="Stop after N polls (default: Ctrl-C)."
+)
+@click.option("--summary", is_flag=True, help="At the end, totals per reason and location.")
+@click.option("--flows", type=click.Choice(["on", "off"]), default=None, help="Switch the per-flow ledger.")
+@click.option("--check", is_flag=True, help="Per flow: sent = delivered + dropped? Exit 1 if not.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+def dropwatch(
+    hosts: tuple[str, ...],
+    lookup: str,
+    interval: float,
+    count: int | None,
+    summary: bool,
+    flows: str | None,
+    check: bool,
+    as_json: bool,
+) -> None:
+    """The kernel's drop monitor over every layer: new drops each interval, as
+    "N drops at LOCATION (SKB_DROP_REASON_*) [SERVICE HOST]".
+
+    \b
+    Examples:
+      stackemu dropwatch                           live, until Ctrl-C
+      stackemu dropwatch --count 5 --summary       five seconds, then totals
+      stackemu dropwatch --flows on                start the per-flow ledger
+      stackemu dropwatch --check                   sent = delivered + drops, per flow
+    """
+    from stackemu.tools import dropwatch as tool
+
+    opts = tool.Options(hosts, lookup, interval, count, as_json, summary, flows, check)
+    try:
+        run_tool(tool.main, opts)
+    except state.NoStack as err:
+        raise click.ClickException(str(err)) from None

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.nic.tap import netns_exists, netns_remove
 from stackemu import state
-from stackemu.topology import HOSTS, LAYERS, TAP_DEV, TAP_HOST, TAP_KERNEL_ADDR, ports
+from stackemu.topology import HOSTS, LAYERS, TAP_DEV, TAP_HOST, TAP_KERNEL_ADDR, metrics_port, ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UP_TIMEOUT = 30.0
@@ -80,7 +80,8 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
         raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
     base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
     layout = ports(base)
-    busy = [p for host in layout.values() for p in host.values() if not _port_free(p)]
+    wanted = [q for host in layout.values() for p in host.values() for q in (p, metrics_port(p))]
+    busy = [p for p in wanted if not _port_free(p)]
     if busy:
         raise LaunchError(
             f"ports {', '.join(map(str, busy))} are in use: choose another base with "
@@ -116,11 +117,13 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
             host: dict[str, Any] = {}
             for layer in LAYERS:
                 addr = f"127.0.0.1:{p[layer]}"
+                metrics = f"127.0.0.1:{metrics_port(p[layer])}"
+                listen = {"STACKEMU_LISTEN": addr, "STACKEMU_METRICS": metrics}
                 logfile = logdir / f"{spec.name}-{layer}.log"
                 with open(logfile, "ab") as out:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", f"services.{layer}"],
-                        env={**env_common, **envs[layer], "STACKEMU_LISTEN": addr},
+                        env={**env_common, **envs[layer], **listen},
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -128,7 +131,7 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
                         cwd=REPO_ROOT,
                     )
                 procs.append(proc)
-                host[layer] = {"addr": addr, "pid": proc.pid, "log": str(logfile)}
+                host[layer] = {"addr": addr, "metrics": metrics, "pid": proc.pid, "log": str(logfile)}
             data["hosts"][spec.name] = host
         state.save(data)
         _wait_serving(data, procs)
@@ -228,6 +231,7 @@ def status() -> list[dict[str, str]]:
                     "host": name,
                     "service": layer,
                     "addr": svc["addr"],
+                    "metrics": svc.get("metrics", "-"),
                     "pid": str(svc["pid"]),
                     "health": health(svc["addr"]) if _alive(svc["pid"]) else "EXITED",
                 }

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 LAYERS = ("nic", "ip", "udp", "socket")
 DEFAULT_BASE_PORT = 50100
+# Each service's Prometheus endpoint (STACKEMU_METRICS) is its gRPC port + this.
+METRICS_PORT_OFFSET = 1000
 
 
 # `stackemu up --tap NAME`: alice's eth1 and the kernel's side of the TAP device.
@@ -42,3 +44,8 @@ HOSTS = (
 def ports(base: int) -> dict[str, dict[str, int]]:
     """Host i's layers listen on base + 10*i + 0..3."""
     return {h.name: {layer: base + 10 * i + j for j, layer in enumerate(LAYERS)} for i, h in enumerate(HOSTS)}
+
+
+def metrics_port(port: int) -> int:
+    """The metrics port of the service whose gRPC port is port."""
+    return port + METRICS_PORT_OFFSET

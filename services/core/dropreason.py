@@ -7,9 +7,15 @@ and keep inserting reasons, so tools must go by name, not by number, as dropwatc
 perf do with the tracepoint's symbolic output.
 """
 
+from __future__ import annotations
+
 import enum
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from services.core.flowledger import FlowLedger
+    from services.core.skbuff import SkBuff
 
 
 class SkbDropReason(enum.IntEnum):
@@ -413,10 +419,12 @@ class DropStats:
 
     Memory is bounded: after max_keys distinct pairs, new locations are folded into
     (reason, OVERFLOW_LOCATION), so at most max_keys + one entry per reason exist.
-    drop() on a known pair is one dict update and one addition.
+    drop() on a known pair is one dict update and one addition, and one test of
+    `flows`: the per-flow ledger (services.core.flowledger), None unless switched on,
+    to which a drop point that holds the packet passes it.
     """
 
-    __slots__ = ("_counts", "_max_keys", "_total")
+    __slots__ = ("_counts", "_max_keys", "_total", "flows")
 
     def __init__(self, max_keys: int = 4096) -> None:
         if max_keys < 1:
@@ -424,8 +432,18 @@ class DropStats:
         self._max_keys = max_keys
         self._counts: dict[tuple[SkbDropReason, str], int] = {}
         self._total = 0
+        self.flows: FlowLedger | None = None
 
-    def drop(self, reason: SkbDropReason, location: str, n: int = 1) -> None:
+    def drop(
+        self,
+        reason: SkbDropReason,
+        location: str,
+        n: int = 1,
+        skb: SkBuff | None = None,
+        queued: bool = False,
+    ) -> None:
+        """Count n drops; skb is the dropped packet where the caller holds it (for the
+        flow ledger), queued that it had reached a socket's receive queue."""
         if n < 0:
             raise ValueError(f"cannot count {n} drops")
         key = (reason, location)
@@ -435,6 +453,8 @@ class DropStats:
         else:
             self._insert(reason, location, n)
         self._total += n
+        if self.flows is not None:
+            self.flows.drop(reason, location, skb, n, queued)
 
     def _insert(self, reason: SkbDropReason | int, location: str, n: int) -> None:
         member = SkbDropReason(reason)

@@ -1,10 +1,12 @@
 """The gRPC server bootstrap every service shares: grpc.aio on uvloop, the standard
-health and reflection services, and a clean stop on SIGTERM."""
+health and reflection services, a Prometheus endpoint when STACKEMU_METRICS is set,
+and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -13,7 +15,8 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.core.config import ConfigError, fail
+from services.core import metrics
+from services.core.config import ConfigError, env_addr, env_str, fail
 
 log = logging.getLogger("stackemu")
 
@@ -40,6 +43,10 @@ class Service:
     async def stop(self) -> None:
         """Release neighbours and background tasks."""
 
+    def collectors(self) -> Iterable[metrics.Collector]:
+        """What the metrics endpoint reads at each scrape (services/core/metrics.py)."""
+        return ()
+
 
 class ServingStatus:
     """The health service's view of one process: NOT_SERVING until ready."""
@@ -59,7 +66,7 @@ class ServingStatus:
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
-async def _serve(service: Service, listen: str) -> None:
+async def _serve(service: Service, listen: str, metrics_addr: str | None = None) -> None:
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     service.register(server)
     health_servicer = health.aio.HealthServicer()
@@ -71,6 +78,12 @@ async def _serve(service: Service, listen: str) -> None:
     )
     if server.add_insecure_port(listen) == 0:
         raise ConfigError(f"cannot listen on {listen}")
+    exporter = None
+    if metrics_addr is not None:
+        host = env_str("STACKEMU_HOSTNAME")
+        reg = metrics.registry(host, service.name, service.collectors(), asyncio.get_running_loop())
+        exporter = metrics.MetricsServer(metrics_addr, reg)
+        log.info("%s metrics on http://%s/metrics", service.name, metrics_addr)
     status = ServingStatus(health_servicer, names)
     await status.not_serving()
     await server.start()
@@ -86,14 +99,20 @@ async def _serve(service: Service, listen: str) -> None:
     starter.cancel()
     await status.not_serving()
     await service.stop()
-    await server.stop(grace=1.0)
+    if exporter is not None:
+        # Off the loop: a scrape in progress waits for the loop to read the counters.
+        await asyncio.gather(server.stop(grace=1.0), asyncio.to_thread(exporter.close))
+    else:
+        await server.stop(grace=1.0)
 
 
 def serve(name: str, make_service: Callable[[], Service], listen: Callable[[], str]) -> None:
-    """Run a service until SIGTERM; configuration errors exit 2 with a message."""
+    """Run a service until SIGTERM; configuration errors exit 2 with a message.
+    STACKEMU_METRICS=host:port serves its Prometheus metrics there (/metrics)."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(message)s")
     try:
-        uvloop.run(_serve(make_service(), listen()))
+        metrics_addr = env_addr("STACKEMU_METRICS") if os.environ.get("STACKEMU_METRICS") else None
+        uvloop.run(_serve(make_service(), listen(), metrics_addr))
     except ConfigError as err:
         fail(err, name)
 

@@ -179,3 +179,8 @@ SO_EE_ORIGIN_TXTIME = 6
 SO_EE_CODE_ZEROCOPY_COPIED = 1
 SO_EE_CODE_TXTIME_INVALID_PARAM = 1
 SO_EE_CODE_TXTIME_MISSED = 2
+# The emulator's own SOL_SOCKET options, in a private range (0x5345xxxx, "SE") that no
+# kernel option number comes near. SO_EMU_TRACE: an int, nonzero to trace every
+# datagram the socket sends (services/core/trace.py), as SendMsgRequest.trace does per
+# send. Linux answers ENOPROTOOPT for it.
+SO_EMU_TRACE = 0x53450001

@@ -341,6 +341,17 @@ _SPECS: Final = (
         minimum=0,
         maximum=1,
     ),
+    # Emulator-only (no such file in /proc/sys): services/core/trace.py. Read by the
+    # UDP layer (udp_sendmsg) and by the NIC (which serves every net.core.* sysctl).
+    _spec(
+        "net.core.emu_trace_sample",
+        0,
+        "Trace 1 skb in N where skbs enter (udp_sendmsg, the NIC's receive); 0: none.",
+        "udp",
+        "proc_dointvec_minmax",
+        Conv.INT,
+        minimum=0,
+    ),
     # net/ipv4/sysctl_net_ipv4.c, net/ipv4/devinet.c
     _spec(
         "net.ipv4.ip_forward",

@@ -2,6 +2,7 @@
 
 STACKEMU_HOSTNAME  the host's name (alice)
 STACKEMU_LISTEN    host:port to serve on
+STACKEMU_METRICS   host:port to serve Prometheus metrics on, /metrics (optional)
 STACKEMU_NIC       host:port of this host's NIC service
 STACKEMU_ADDRS     addresses: lo=127.0.0.1/8,eth0=10.0.0.1/24
 """

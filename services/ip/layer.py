@@ -23,7 +23,7 @@ from services.core.dropreason import DropStats, SkbDropReason
 from services.core.gso import GsoError, skb_gso_segment
 from services.core.ipcb import IPSKB_FORWARDED, InetSkbParm, IpOptions, ipcb, set_ipcb
 from services.core.netdev import NETIF_F_CSUM_MASK
-from services.core.skbuff import PACKET_HOST, PACKET_OTHERHOST, IpCork, SkBuff
+from services.core.skbuff import PACKET_HOST, PACKET_OTHERHOST, PACKET_OUTGOING, IpCork, SkBuff
 from services.core.snmp import SnmpMib
 from services.core.sysctl import Sysctl
 from services.core.trace import Tracer
@@ -47,6 +47,7 @@ from services.core.wire.ipv4 import (
 )
 from services.core.wire.udp import UDP_HLEN
 from services.core.wmem import TxCompletions
+from services.ip.capture import BoundaryTaps
 from services.ip.defrag import IP_DEFRAG_LOCAL_DELIVER, IpDefrag
 from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
 from services.ip.fragment import FragNeeded, ip_fragment
@@ -97,6 +98,8 @@ class IpLayer:
         self.to_transport_err: list[tuple[SkBuff, int, int, int]] = []
         self.to_device: list[SkBuff] = []
         self.tx_done = TxCompletions()
+        # Taps at the boundary with UDP (stackemu tcpdump -i HOST:ip-udp).
+        self.taps = BoundaryTaps()
         self.defrag = IpDefrag(sysctl, self.mib, self.drops)
         self.icmp = Icmp(sysctl, self.mib, self.drops, self.router, self.ip_send_skb, self._icmp_deliver_err)
         self._addr_type = partial(inet_addr_type, self.fib)
@@ -128,7 +131,7 @@ class IpLayer:
         self.trace(skb, "ip_rcv")
         mib = self.mib
         if skb.pkt_type == PACKET_OTHERHOST:
-            self.drops.drop(SkbDropReason.OTHERHOST, "ip_rcv_core")
+            self.drops.drop(SkbDropReason.OTHERHOST, "ip_rcv_core", skb=skb)
             return
         mib.ip.inc("InReceives")
         mib.ipext.inc("InOctets", skb.len)
@@ -150,7 +153,7 @@ class IpLayer:
         tot_len = pkt.total_len
         if skb.len < tot_len:
             mib.ipext.inc("InTruncatedPkts")
-            self.drops.drop(SkbDropReason.PKT_TOO_SMALL, "ip_rcv_core")
+            self.drops.drop(SkbDropReason.PKT_TOO_SMALL, "ip_rcv_core", skb=skb)
             return
         if tot_len < ihl * 4:
             return self._inhdr_error(reason)
@@ -193,7 +196,7 @@ class IpLayer:
                 # An unroutable destination gets an error route whose input is
                 # ip_error(); a martian fails ip_route_input_noref() itself.
                 where = "ip_error" if rt.counter else "ip_rcv_finish_core"
-                self.drops.drop(rt.reason, where)
+                self.drops.drop(rt.reason, where, skb=skb)
                 return
             rt_type, dst, spec_dst = rt.type, rt.dst, rt.spec_dst
             skb.dst = dst
@@ -228,7 +231,7 @@ class IpLayer:
             self._inhdr_error(SkbDropReason.IP_INHDR, "ip_rcv_options")
             return False
         if opt.srr:
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_rcv_options")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_rcv_options", skb=skb)
             return False
         parm.opt = opt
         return True
@@ -253,6 +256,8 @@ class IpLayer:
         skb.pull(skb.transport_header - skb.data)
         if protocol in (IPPROTO_UDP, IPPROTO_UDPLITE):
             self.mib.ip.inc("InDelivers")
+            if self.taps:
+                self.taps.deliver(skb, skb.pkt_type, skb.skb_iif)
             self.to_transport.append(skb)
             return
         if protocol == IPPROTO_ICMP:
@@ -262,7 +267,7 @@ class IpLayer:
         # No handler and no raw socket: protocol unreachable.
         self.mib.ip.inc("InUnknownProtos")
         self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PROT_UNREACH, 0)
-        self.drops.drop(SkbDropReason.IP_NOPROTO, "ip_protocol_deliver_rcu")
+        self.drops.drop(SkbDropReason.IP_NOPROTO, "ip_protocol_deliver_rcu", skb=skb)
 
     def _icmp_deliver_err(self, skb: SkBuff, icmp_type: int, code: int, info: int) -> None:
         """icmp_socket_deliver(): hand an ICMP error to the quoted protocol's err_handler.
@@ -286,7 +291,7 @@ class IpLayer:
         """ip_forward(): TTL, the path MTU, then NF_HOOK(FORWARD, ip_forward_finish)."""
         self.trace(skb, "ip_forward")
         if skb.pkt_type != PACKET_HOST:
-            self.drops.drop(SkbDropReason.OTHERHOST, "ip_forward")
+            self.drops.drop(SkbDropReason.OTHERHOST, "ip_forward", skb=skb)
             return
         pkt = Ipv4Packet(skb.linear())
         if pkt.ttl <= 1:
@@ -301,7 +306,7 @@ class IpLayer:
         if skb.len > dst.mtu and pkt.frag_off & IP_DF and not skb.ignore_df and not skb.gso_size:
             self.mib.ip.inc("FragFails")
             self.icmp.icmp_send(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, dst.mtu)
-            self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_forward")
+            self.drops.drop(SkbDropReason.PKT_TOO_BIG, "ip_forward", skb=skb)
             return
         pkt.decrease_ttl()
         parm.flags |= IPSKB_FORWARDED
@@ -374,6 +379,8 @@ class IpLayer:
             parm.opt = opt
             set_ipcb(skb.cb, parm)
         skb.protocol = ETH_P_IP
+        if self.taps:
+            self.taps.deliver(skb, PACKET_OUTGOING, dst.ifindex)
         if self._ip_local_out(skb) < 0:
             # ip_send_skb(): an error from the way down (a netfilter DROP's -EPERM,
             # ip_fragment's -EMSGSIZE) is IPSTATS_MIB_OUTDISCARDS. A qdisc's
@@ -461,7 +468,7 @@ class IpLayer:
             segs = skb_gso_segment(skb, hw_csum=bool(dst.dev_features & NETIF_F_CSUM_MASK))
         except GsoError:
             # IS_ERR_OR_NULL(segs): kfree_skb, -ENOMEM.
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_finish_output_gso")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_finish_output_gso", skb=skb)
             self.tx_done.add(skb)
             return -errno.ENOMEM
         # consume_skb(skb): the segments own what it owed its socket, once.

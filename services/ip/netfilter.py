@@ -299,7 +299,22 @@ class LogTarget:
     prefix: str = ""
 
 
-Target = Standard | Jump | RejectTarget | NfqueueTarget | MarkTarget | TtlTarget | TosTarget | LogTarget
+@dataclass(frozen=True, slots=True)
+class TraceTarget:
+    """xt_TRACE: skb->nf_trace = 1, here the emulator's per-skb trace from this hook on."""
+
+
+Target = (
+    Standard
+    | Jump
+    | RejectTarget
+    | NfqueueTarget
+    | MarkTarget
+    | TtlTarget
+    | TosTarget
+    | LogTarget
+    | TraceTarget
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,8 +700,10 @@ NOT_BUILT_TABLES: Final = {
 
 # ipt_REJECT and the mangle-only targets (ipt_TTL, xt_DSCP's TOS), as x_tables checks
 # them in xt_check_target(): the table a target is limited to.
-_TARGET_TABLE: Final = {RejectTarget: "filter", TtlTarget: "mangle", TosTarget: "mangle"}
-_TARGET_NAME: Final = {RejectTarget: "REJECT", TtlTarget: "TTL", TosTarget: "TOS"}
+# xt_TRACE is the raw table's (.table = "raw"; 6.18 answers a TRACE rule in filter with
+# EINVAL and "TRACE target: only valid in raw table, not filter" in dmesg).
+_TARGET_TABLE: Final = {RejectTarget: "filter", TtlTarget: "mangle", TosTarget: "mangle", TraceTarget: "raw"}
+_TARGET_NAME: Final = {RejectTarget: "REJECT", TtlTarget: "TTL", TosTarget: "TOS", TraceTarget: "TRACE"}
 _MATCH_PROTO: Final = {UdpMatch: ("udp", IPPROTO_UDP), TcpMatch: ("tcp", IPPROTO_TCP), IcmpMatch: ("icmp", 1)}
 
 
@@ -773,7 +790,7 @@ class Netfilter:
                     s += 1
                     continue
                 return 0
-            self.drops.drop(SkbDropReason.NETFILTER_DROP, "nf_hook_slow")
+            self.drops.drop(SkbDropReason.NETFILTER_DROP, "nf_hook_slow", skb=skb)
             self.free(skb)
             return -E.EPERM
         # NF_HOOK() returns what okfn returned (dst_output's -EPERM from the next hook,
@@ -853,6 +870,11 @@ class Netfilter:
             return _ttl_tg(t, skb, p)
         if isinstance(t, TosTarget):
             return _tos_tg(t, skb, p)
+        if isinstance(t, TraceTarget):
+            # trace_tg(): the packet is traced from the hook it is at; XT_CONTINUE.
+            if skb.trace is None:
+                self.trace.begin(skb, _HOOK_TRACE[state.hook])
+            return XT_CONTINUE
         raise TypeError(f"no target {t!r}")
 
     def _reject(self, t: RejectTarget, skb: SkBuff, p: _Pkt, hook: int) -> None:

@@ -75,6 +75,7 @@ from services.ip.netfilter import (
     TcpMatch,
     TosMatch,
     TosTarget,
+    TraceTarget,
     TtlMatch,
     TtlTarget,
     UdpMatch,
@@ -263,6 +264,8 @@ def target_from_proto(t: pb.NfTarget) -> Target | None:
         return TtlTarget(_TTL_TARGET_MODES[t.ttl.mode], _u(t.ttl.value, 0xFF, "TTL"))
     if kind == "tos":
         return TosTarget(_u(t.tos.value, 0xFF, "TOS"), _u(t.tos.mask, 0xFF, "TOS mask"))
+    if kind == "trace":
+        return TraceTarget()
     assert kind == "log"
     return LogTarget(t.log.level, t.log.flags, t.log.prefix)
 
@@ -371,6 +374,8 @@ def target_to_proto(t: Target) -> pb.NfTarget:
         return pb.NfTarget(ttl=pb.TtlTarget(mode=_TTL_TARGET_MODES_PB[t.mode], value=t.ttl))
     if isinstance(t, TosTarget):
         return pb.NfTarget(tos=pb.TosTarget(value=t.tos_value, mask=t.tos_mask))
+    if isinstance(t, TraceTarget):
+        return pb.NfTarget(trace=pb.TraceTarget())
     return pb.NfTarget(log=pb.LogTarget(level=t.level, flags=t.logflags, prefix=t.prefix))
 
 

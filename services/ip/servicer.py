@@ -9,11 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
+from services.core import dropmon
 from services.core.convert import drops_to_proto, skbs_from_proto
+from services.core.metrics import Collector, DropCollector, SnmpCollector
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import SkBuff, dst_to_proto
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BatchQueue, messages
+from services.core.trace import ring_to_proto
+from services.ip.capture import boundary_capture
 from services.ip.control import IpControl
 from services.ip.fib import RT_SCOPE_NOWHERE, InIfaddr
 from services.ip.layer import IpLayer
@@ -242,6 +246,17 @@ class IpServicer(IpControl):
             return ip_pb2.RouteOutputResponse(errno=err.errno, fib_genid=genid)
         return ip_pb2.RouteOutputResponse(dst=dst_to_proto(dst), saddr=saddr, fib_genid=genid)
 
+    async def Capture(
+        self, request: ip_pb2.CaptureRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ip_pb2.CaptureResponse]:
+        async for resp in boundary_capture(self.layer.taps, request, context):
+            yield resp
+
+    async def GetTraces(
+        self, request: ip_pb2.GetTracesRequest, context: grpc.aio.ServicerContext
+    ) -> ip_pb2.GetTracesResponse:
+        return ip_pb2.GetTracesResponse(traces=ring_to_proto(self.layer.trace, request.last))
+
     async def GetStats(
         self, request: ip_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> ip_pb2.GetStatsResponse:
@@ -261,6 +276,7 @@ class IpService(Service):
     service_names = [
         ip_pb2.DESCRIPTOR.services_by_name["IpService"].full_name,
         netfilter_pb2.DESCRIPTOR.services_by_name["NetfilterService"].full_name,
+        dropmon.SERVICE_NAME,
     ]
 
     def __init__(self, layer: IpLayer, addresses: list[tuple[str, int, int]], nic_addr: str) -> None:
@@ -273,6 +289,12 @@ class IpService(Service):
     def register(self, server: grpc.aio.Server) -> None:
         ip_pb2_grpc.add_IpServiceServicer_to_server(self.servicer, server)
         netfilter_pb2_grpc.add_NetfilterServiceServicer_to_server(self.nf_servicer, server)
+        dropmon.add_to_server(self.servicer.layer.drops, server)
+
+    def collectors(self) -> list[Collector]:
+        # What GetStats reports: the Ip, Icmp, IcmpMsg and IpExt groups.
+        layer = self.servicer.layer
+        return [SnmpCollector(layer.mib, lambda k: k.startswith(("Ip", "Icmp"))), DropCollector(layer.drops)]
 
     async def start(self, health: ServingStatus) -> None:
         self._channel = grpc.aio.insecure_channel(self.nic_addr, options=CHANNEL_OPTIONS)

@@ -2,6 +2,7 @@
 
 STACKEMU_HOSTNAME  the host's name (alice)
 STACKEMU_LISTEN    host:port to serve on
+STACKEMU_METRICS   host:port to serve Prometheus metrics on, /metrics (optional)
 STACKEMU_LINKS     Ethernet devices besides lo: eth0=02:00:0a:00:00:01,...
 STACKEMU_WIRES     point-to-point wires to other hosts' NICs: eth0=127.0.0.1:50110/eth0,...
                    (our device = the peer NIC's address / the peer's device)

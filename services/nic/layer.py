@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 
 from services.core.dropreason import DropStats, SkbDropReason
@@ -44,6 +44,7 @@ from services.core.skbuff import (
     SKBTX_SCHED_TSTAMP,
     SKBTX_SW_TSTAMP,
     SkBuff,
+    TraceStep,
     alloc_skb,
 )
 from services.core.socket_uapi import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND
@@ -140,6 +141,7 @@ class NicLayer:
         self.mono = mono
         self.drops = DropStats()
         self.trace = Tracer("nic", hostname)
+        self.trace.follow(sysctl)
         self.softnet = Softnet(
             ncpus,
             self.drops,
@@ -182,20 +184,23 @@ class NicLayer:
 
     # Receive: from a link into the ring, the IRQ, NAPI.
 
-    def rx_frames(self, dev: NetDevice, frames: Iterable[bytes]) -> None:
+    def rx_frames(
+        self, dev: NetDevice, frames: Iterable[bytes], traces: Mapping[int, list[TraceStep]] | None = None
+    ) -> None:
         """The "hardware" receives frames from the link: DMA into the RX ring, then the
-        interrupt if the coalescing thresholds are met."""
+        interrupt if the coalescing thresholds are met. `traces` are the emulator's
+        traces of the peer's skbs, by the index of their frame."""
         napi = dev.napi
         if napi is None:
             return
         now = self.realtime()
-        for frame in frames:
+        for i, frame in enumerate(frames):
             if not dev.is_up:
                 # A device that is down has its receiver off (ndo_stop).
                 dev.stats.rx_dropped += 1
                 self.drops.drop(SkbDropReason.DEV_READY, "rx (device down)")
                 continue
-            if not napi.dma(RxDesc(frame, self.mono(), now)):
+            if not napi.dma(RxDesc(frame, self.mono(), now, traces.get(i) if traces else None)):
                 dev.stats.rx_missed_errors += 1
                 self.drops.drop(SkbDropReason.FULL_RING, "rx ring full")
         self.check_irqs()
@@ -254,6 +259,10 @@ class NicLayer:
             skb = self._build_skb(dev, desc)
             if skb is None:
                 continue
+            if desc.trace is not None:
+                skb.trace = desc.trace
+            elif self.trace.sample and self.trace.sampled():
+                skb.trace = []
             self.trace(skb, "napi_gro_receive")
             for s in gro.receive(skb) if use_gro else (skb,):
                 self._netif_receive_skb(s, cpu)
@@ -383,7 +392,7 @@ class NicLayer:
         # slaves and the like), and frees it as UNHANDLED_PROTO.
         if dev is not None:
             dev.stats.rx_dropped += 1
-        self.drops.drop(SkbDropReason.UNHANDLED_PROTO, "__netif_receive_skb_core")
+        self.drops.drop(SkbDropReason.UNHANDLED_PROTO, "__netif_receive_skb_core", skb=skb)
 
     # Transmit.
 
@@ -394,7 +403,7 @@ class NicLayer:
         dst = skb.dst
         dev = self.devices.get(dst.ifindex) if dst is not None else None
         if dev is None or dst is None:
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "dev_queue_xmit")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "dev_queue_xmit", skb=skb)
             self.tx_done.add(skb)
             return
         skb.dev_ifindex = dev.ifindex
@@ -402,7 +411,7 @@ class NicLayer:
             # __dev_queue_xmit() on a device that is down: its queue has the noop qdisc
             # (dev_deactivate), whose enqueue frees the skb and answers NET_XMIT_CN.
             dev.stats.tx_dropped += 1
-            self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit")
+            self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit", skb=skb)
             self.tx_done.add(skb)
             return
         if dev.flags & (IFF_NOARP | IFF_LOOPBACK):
@@ -413,7 +422,7 @@ class NicLayer:
             # No carrier: dev_deactivate() left the noop qdisc, whose enqueue drops
             # and answers NET_XMIT_CN (net_xmit_errno() 0: the sender sees success).
             dev.stats.tx_dropped += 1
-            self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue")
+            self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue", skb=skb)
             self.tx_done.add(skb)
             return
         lladdr = self.neigh.output(dev, dst.nexthop, skb)
@@ -446,7 +455,7 @@ class NicLayer:
         """__dev_queue_xmit(): the SCHED timestamp, then the qdisc (lo: noqueue)."""
         if not dev.is_up:
             dev.stats.tx_dropped += 1
-            self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit")
+            self.drops.drop(SkbDropReason.DEV_READY, "__dev_queue_xmit", skb=skb)
             self.tx_done.add(skb)
             return
         if skb.tx_flags & SKBTX_SCHED_TSTAMP and skb.sk:
@@ -460,7 +469,7 @@ class NicLayer:
             return
         if not dev.carrier:
             dev.stats.tx_dropped += 1
-            self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue")
+            self.drops.drop(SkbDropReason.QDISC_DROP, "noop_enqueue", skb=skb)
             self.tx_done.add(skb)
             return
         netem = self.netem.get(dev.ifindex)
@@ -474,7 +483,9 @@ class NicLayer:
                     # a full queue qdisc_drop_all()'s NET_XMIT_DROP.
                     lost = netem.stats.lost > before
                     self.drops.drop(
-                        SkbDropReason.QDISC_DROP if lost else SkbDropReason.QDISC_OVERLIMIT, "netem_enqueue"
+                        SkbDropReason.QDISC_DROP if lost else SkbDropReason.QDISC_OVERLIMIT,
+                        "netem_enqueue",
+                        skb=None if skb.gso_size else skb,
                     )
                     refused = refused or not lost
                     self.tx_done.release_charge(desc.charge)
@@ -485,7 +496,7 @@ class NicLayer:
         if not self.qdiscs[dev.ifindex].enqueue(skb, dev.txqueuelen):
             # pfifo_fast_enqueue() → qdisc_drop_cpu(): NET_XMIT_DROP, -ENOBUFS for the
             # sender (net_xmit_errno).
-            self.drops.drop(SkbDropReason.QDISC_DROP, "pfifo_fast_enqueue")
+            self.drops.drop(SkbDropReason.QDISC_DROP, "pfifo_fast_enqueue", skb=skb)
             self.tx_done.add(skb, enobufs=self._enobufs(skb))
             return
         self.qdisc_run(dev)
@@ -541,7 +552,9 @@ class NicLayer:
         stats and the transmit timestamps (skb_tx_timestamp and the hardware's). The
         skb's charge rides on its last frame until the link takes it."""
         charge = take_charge(skb)
+        self.trace(skb, "dev_hard_start_xmit")
         frames: list[bytes] = []
+        traces: list[list[TraceStep] | None] = []
         for seg in validate_xmit_skb(skb, dev):
             hw = wants_hw_tstamp(seg, dev)
             if hw:
@@ -557,18 +570,23 @@ class NicLayer:
             dev.stats.tx_packets += len(out)
             dev.stats.tx_bytes += sum(map(len, out))
             frames.extend(out)
+            traces.extend([seg.trace] * len(out))
         if not frames:
             self.tx_done.release_charge(charge)
             return []
-        descs = [TxDesc(f, None) for f in frames]
-        descs[-1] = TxDesc(frames[-1], charge)
+        descs = [TxDesc(f, None, t) for f, t in zip(frames, traces, strict=True)]
+        descs[-1] = TxDesc(frames[-1], charge, traces[-1])
         return descs
 
     def take_tx(self, dev: NetDevice) -> list[bytes]:
         """The link takes every frame on the TX ring; their completion frees the ring
         (and the skbs: sock_wfree), which the qdisc refills for the next take."""
+        return [d.frame for d in self.take_tx_descs(dev)]
+
+    def take_tx_descs(self, dev: NetDevice) -> list[TxDesc]:
+        """take_tx() with the descriptors, for a link that carries the traces too."""
         ring = self.tx_ring[dev.ifindex]
-        out = [d.frame for d in ring]
+        out = list(ring)
         self._free_ring(ring)
         self.qdisc_run(dev)
         return out

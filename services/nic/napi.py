@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from services.core.skbuff import TraceStep
+
 # What most drivers offer (ethtool -g "Pre-set maximums") and their defaults.
 RX_RING_MAX = 4096
 TX_RING_MAX = 4096
@@ -25,11 +27,13 @@ NAPI_MAX_WEIGHT = 64 * 1024
 
 @dataclass(slots=True)
 class RxDesc:
-    """One filled RX descriptor: the frame, when it landed, and its hardware timestamp."""
+    """One filled RX descriptor: the frame, when it landed, and its hardware timestamp;
+    and the emulator's trace of the skb the peer sent it from, when it was traced."""
 
     frame: bytes
     arrival_ns: int
     hwtstamp: int
+    trace: list[TraceStep] | None = None
 
 
 class Napi:

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.core import dropmon
 from services.core.config import ConfigError
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.dropreason import SkbDropReason
+from services.core.metrics import ETHTOOL_GAUGES, SOFTNET_GAUGES, Collector, DropCollector, TableCollector
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus
-from services.core.skbuff import SkBuff
+from services.core.skbuff import SkBuff, trace_from_proto, trace_to_proto
 from services.core.stream import AttachGate, BatchQueue
-from services.nic.capture import Tap
-from services.nic.control import NicControl, link_to_proto
+from services.core.trace import ring_to_proto
+from services.nic.capture import ARPHRD_ETHER, ARPHRD_LOOPBACK, Tap, filter_from_proto
+from services.nic.control import NicControl, ethtool_stats, link_to_proto
 from services.nic.device import KIND_TAP, KIND_WIRE, NetDevice
 from services.nic.layer import NicLayer
 from services.nic.tap import TapLink
@@ -198,7 +201,8 @@ class NicServicer(NicControl):
             elif req.device and req.device != dev.name:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a wire stream carries one device")
             if req.frames:
-                self.layer.rx_frames(dev, req.frames)
+                traces = {t.index: trace_from_proto(t.steps) for t in req.traces}
+                self.layer.rx_frames(dev, req.frames, traces)
                 n += len(req.frames)
                 self.kick()
         return nic_pb2.WireResponse(frames=n)
@@ -220,10 +224,17 @@ class NicServicer(NicControl):
                     while True:
                         await ready.wait()
                         ready.clear()
-                        out = self.layer.take_tx(dev)
+                        out = self.layer.take_tx_descs(dev)
                         if out:
                             in_flight = len(out)
-                            yield nic_pb2.WireRequest(frames=out)
+                            yield nic_pb2.WireRequest(
+                                frames=[d.frame for d in out],
+                                traces=[
+                                    nic_pb2.FrameTrace(index=i, steps=trace_to_proto(d.trace))
+                                    for i, d in enumerate(out)
+                                    if d.trace is not None
+                                ],
+                            )
                             in_flight = 0
                         self.kick()
 
@@ -273,8 +284,18 @@ class NicServicer(NicControl):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no device {request.device!r}")
             assert dev is not None
             ifindex = dev.ifindex
+        try:
+            prog = filter_from_proto(request.filter)
+        except (OSError, ValueError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"filter: {e}")
+        devices = self.layer.devices
+
+        def hatype(i: int) -> int:
+            dev = devices.get(i)
+            return ARPHRD_LOOPBACK if dev is not None and dev.is_loopback else ARPHRD_ETHER
+
         wake = asyncio.Event()
-        tap = Tap(ifindex, wake.set)
+        tap = Tap(ifindex, wake.set, prog=prog, hatype=hatype)
         self.layer.taps.add(tap)
         # Tell the caller the tap is in place (tcpdump says "listening on" only then).
         await context.send_initial_metadata(())
@@ -306,6 +327,11 @@ class NicServicer(NicControl):
         devs = sorted(self.layer.devices.values(), key=lambda d: d.ifindex)
         return nic_pb2.ListLinksResponse(links=[link_to_proto(self.layer, d) for d in devs])
 
+    async def GetTraces(
+        self, request: nic_pb2.GetTracesRequest, context: grpc.aio.ServicerContext
+    ) -> nic_pb2.GetTracesResponse:
+        return nic_pb2.GetTracesResponse(traces=ring_to_proto(self.layer.trace, request.last))
+
     async def GetStats(
         self, request: nic_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> nic_pb2.GetStatsResponse:
@@ -328,7 +354,7 @@ class NicServicer(NicControl):
 
 class NicService(Service):
     name = "nic"
-    service_names = [nic_pb2.DESCRIPTOR.services_by_name["NicService"].full_name]
+    service_names = [nic_pb2.DESCRIPTOR.services_by_name["NicService"].full_name, dropmon.SERVICE_NAME]
 
     def __init__(
         self,
@@ -345,6 +371,36 @@ class NicService(Service):
 
     def register(self, server: grpc.aio.Server) -> None:
         nic_pb2_grpc.add_NicServiceServicer_to_server(self.servicer, server)
+        dropmon.add_to_server(self.servicer.layer.drops, server)
+
+    def collectors(self) -> list[Collector]:
+        layer = self.servicer.layer
+
+        def ethtool() -> list[tuple[list[str], list[tuple[str, int]]]]:
+            devs = sorted(layer.devices.values(), key=lambda d: d.ifindex)
+            return [([d.name], ethtool_stats(layer, d)) for d in devs]
+
+        def softnet() -> list[tuple[list[str], list[tuple[str, int]]]]:
+            return [
+                (
+                    [str(sd.cpu)],
+                    [
+                        ("processed", sd.processed),
+                        ("dropped", sd.dropped),
+                        ("time_squeeze", sd.time_squeeze),
+                        ("received_rps", sd.received_rps),
+                        ("flow_limit_count", sd.flow_limit_count),
+                        ("backlog_len", len(sd.input_pkt_queue)),
+                    ],
+                )
+                for sd in layer.softnet.cpus
+            ]
+
+        return [
+            TableCollector("ethtool", ["device"], ethtool, ETHTOOL_GAUGES, "ethtool -S"),
+            TableCollector("softnet", ["cpu"], softnet, SOFTNET_GAUGES, "/proc/net/softnet_stat"),
+            DropCollector(layer.drops),
+        ]
 
     async def start(self, health: ServingStatus) -> None:
         from services.nic.tap import netns_attach, tap_open

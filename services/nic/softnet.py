@@ -75,7 +75,7 @@ class Softnet:
         # `qlen <= max_backlog` admits one more than the sysctl, as the kernel does.
         if len(sd.input_pkt_queue) > self._max_backlog():
             sd.dropped += 1
-            self.drops.drop(SkbDropReason.CPU_BACKLOG, "enqueue_to_backlog")
+            self.drops.drop(SkbDropReason.CPU_BACKLOG, "enqueue_to_backlog", skb=skb)
             return NET_RX_DROP
         sd.input_pkt_queue.append(skb)
         if not sd.backlog.scheduled:

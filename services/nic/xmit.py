@@ -19,6 +19,7 @@ from services.core.skbuff import (
     SKB_GSO_UDP_L4,
     SKBTX_HW_TSTAMP,
     SkBuff,
+    TraceStep,
 )
 from services.core.wire.ethernet import ETH_ZLEN
 from services.core.wmem import WmemCharge
@@ -28,10 +29,12 @@ from services.nic.features import TX_CSUM, TX_SG, TX_UDP_SEG
 
 class TxDesc(NamedTuple):
     """A TX ring descriptor: the frame, and the socket memory its skb holds until the
-    TX completion frees it (on the last frame of an skb; None on the others)."""
+    TX completion frees it (on the last frame of an skb; None on the others); and the
+    emulator's trace of its skb, when traced, which a wire carries to the peer."""
 
     frame: bytes
     charge: WmemCharge | None
+    trace: list[TraceStep] | None = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 STACKEMU_HOSTNAME  the host's name (alice)
 STACKEMU_LISTEN    host:port to serve on
+STACKEMU_METRICS   host:port to serve Prometheus metrics on, /metrics (optional)
 STACKEMU_UDP       host:port of this host's UDP service
 """
 

@@ -12,6 +12,7 @@ import grpc
 
 from services.core import errno
 from services.core.cred import CAP_FULL_SET, Cred
+from services.core.metrics import Collector, TableCollector
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import TraceStep, trace_to_proto
 from services.core.sockaddr import make_sockaddr_in
@@ -312,6 +313,25 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def ListProcesses(
+        self, request: pb.ListProcessesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProcessesResponse:
+        """What ss's user_ent_hash_build() gathers from /proc/PID/stat and /proc/PID/fd."""
+        return pb.ListProcessesResponse(
+            processes=[
+                pb.ProcessInfo(
+                    pid=p.pid,
+                    comm=p.comm,
+                    uid=p.cred.uid,
+                    files=[
+                        pb.FileInfo(fd=fd, sk=f.sk, type=f.type, protocol=f.protocol)
+                        for fd, f in sorted(p.files.items())
+                    ],
+                )
+                for p in sorted(self.layer.procs, key=lambda p: p.pid)
+            ]
+        )
+
 
 class SocketService(Service):
     name = "socket"
@@ -326,6 +346,20 @@ class SocketService(Service):
 
     def register(self, server: grpc.aio.Server) -> None:
         socket_pb2_grpc.add_SocketServiceServicer_to_server(self.servicer, server)
+
+    def collectors(self) -> list[Collector]:
+        procs = self.servicer.layer.procs
+
+        def count() -> list[tuple[list[str], list[tuple[str, int]]]]:
+            return [([], [("processes", sum(1 for _ in procs))])]
+
+        def files() -> list[tuple[list[str], list[tuple[str, int]]]]:
+            return [([str(p.pid), p.comm], [("files", len(p.files))]) for p in procs]
+
+        return [
+            TableCollector("", [], count, frozenset({"processes"}), "the socket layer"),
+            TableCollector("process", ["pid", "comm"], files, frozenset({"files"}), "the socket layer"),
+        ]
 
     async def start(self, health: ServingStatus) -> None:
         self._channel = grpc.aio.insecure_channel(self.udp_addr, options=CHANNEL_OPTIONS)

@@ -98,20 +98,20 @@ class UdpInput:
         if not skb.may_pull(UDP_HLEN):
             # "goto drop" with drop_reason still NOT_SPECIFIED; only a bad length field
             # is short_packet (PKT_TOO_SMALL).
-            return self._rcv_drop(mib, SkbDropReason.NOT_SPECIFIED)
+            return self._rcv_drop(mib, SkbDropReason.NOT_SPECIFIED, skb)
         uh = UdpPacket(skb.linear())
         ulen = uh.length
         if ulen > skb.len:
-            return self._rcv_drop(mib, SkbDropReason.PKT_TOO_SMALL)
+            return self._rcv_drop(mib, SkbDropReason.PKT_TOO_SMALL, skb)
         if proto != IPPROTO_UDPLITE:
             # UDP validates ulen; UDP-Lite's is its checksum coverage.
             if ulen < UDP_HLEN:
-                return self._rcv_drop(mib, SkbDropReason.PKT_TOO_SMALL)
+                return self._rcv_drop(mib, SkbDropReason.PKT_TOO_SMALL, skb)
             skb.trim(ulen)
         saddr, daddr = iph.src, iph.dst
         if not self._udp4_csum_init(skb, uh.checksum, ulen, proto):
             mib.inc("InCsumErrors")
-            return self._rcv_drop(mib, SkbDropReason.UDP_CSUM)
+            return self._rcv_drop(mib, SkbDropReason.UDP_CSUM, skb)
         self.trace(skb, "__udp4_lib_lookup")
         table = self.tables[proto]
         dst = skb.dst
@@ -124,11 +124,11 @@ class UdpInput:
         # No socket: a bad checksum is an error, a good one is NoPorts.
         if not udp_lib_checksum_complete(skb):
             mib.inc("InCsumErrors")
-            return self._rcv_drop(mib, SkbDropReason.UDP_CSUM)
+            return self._rcv_drop(mib, SkbDropReason.UDP_CSUM, skb)
         mib.inc("NoPorts")
         # icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0): IP builds and sends it.
         self.icmp_out.append(IcmpError(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0))
-        self.drops.drop(SkbDropReason.NO_SOCKET, "__udp4_lib_rcv")
+        self.drops.drop(SkbDropReason.NO_SOCKET, "__udp4_lib_rcv", skb=skb)
 
     def _udp4_csum_init(self, skb: SkBuff, check: int, ulen: int, proto: int) -> bool:
         """udp4_csum_init(): False when the datagram is already known bad. UDP-Lite's
@@ -155,9 +155,9 @@ class UdpInput:
             skb.ip_summed = CHECKSUM_UNNECESSARY
         return True
 
-    def _rcv_drop(self, mib: MibGroup, reason: SkbDropReason) -> None:
+    def _rcv_drop(self, mib: MibGroup, reason: SkbDropReason, skb: SkBuff) -> None:
         mib.inc("InErrors")
-        self.drops.drop(reason, "__udp4_lib_rcv")
+        self.drops.drop(reason, "__udp4_lib_rcv", skb=skb)
 
     def _mcast_deliver(
         self, table: UdpTable, skb: SkBuff, saddr: int, sport: int, daddr: int, dport: int, proto: int
@@ -168,7 +168,7 @@ class UdpInput:
         if not socks:
             # No listener: IgnoredMulti (not NoPorts, no ICMP), and a plain kfree_skb().
             self._proto_mib(proto).inc("IgnoredMulti")
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "__udp4_lib_mcast_deliver")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "__udp4_lib_mcast_deliver", skb=skb)
             return
         for s in socks[1:]:
             self._queue_rcv_skb(s, skb.clone())
@@ -187,7 +187,7 @@ class UdpInput:
             n = skb.gso_segs
             s.drops += n
             self._sk_mib(s).add("InErrors", n)
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "udp_queue_rcv_skb")
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "udp_queue_rcv_skb", skb=skb)
             return
         for seg in segs:
             self._queue_rcv_one_skb(s, seg)
@@ -195,11 +195,11 @@ class UdpInput:
     def _sk_mib(self, s: UdpSock) -> MibGroup:
         return self._proto_mib(s.protocol)
 
-    def _sk_drop(self, s: UdpSock, reason: SkbDropReason, where: str) -> None:
+    def _sk_drop(self, s: UdpSock, reason: SkbDropReason, where: str, skb: SkBuff) -> None:
         """udp_queue_rcv_one_skb()'s drop: InErrors and sk_drops."""
         self._sk_mib(s).inc("InErrors")
         s.drops += 1
-        self.drops.drop(reason, where)
+        self.drops.drop(reason, where, skb=skb)
 
     def _queue_rcv_one_skb(self, s: UdpSock, skb: SkBuff) -> None:
         """udp_queue_rcv_one_skb(): UDP-Lite's coverage demands (UDPLITE_RECV_CSCOV), the
@@ -210,17 +210,17 @@ class UdpInput:
             # RFC 3828 3.3: a receiver may refuse coverage below what it asked for; 0
             # asked for full coverage.
             if partial and (s.pcrlen == 0 or cscov < s.pcrlen):
-                return self._sk_drop(s, SkbDropReason.NOT_SPECIFIED, "udp_queue_rcv_one_skb")
+                return self._sk_drop(s, SkbDropReason.NOT_SPECIFIED, "udp_queue_rcv_one_skb", skb)
         f = s.sk_filter
         if f is not None:
             if not udp_lib_checksum_complete(skb):
                 self._sk_mib(s).inc("InCsumErrors")
-                return self._sk_drop(s, SkbDropReason.UDP_CSUM, "udp_queue_rcv_one_skb")
+                return self._sk_drop(s, SkbDropReason.UDP_CSUM, "udp_queue_rcv_one_skb", skb)
             # __skb_checksum_complete() sets skb->csum_valid: a trimmed datagram is not
             # checked again when it is copied out.
             skb.ip_summed = CHECKSUM_UNNECESSARY
             if not sk_filter_trim_cap(f, skb, UDP_HLEN):
-                return self._sk_drop(s, SkbDropReason.SOCKET_FILTER, "sk_filter_trim_cap")
+                return self._sk_drop(s, SkbDropReason.SOCKET_FILTER, "sk_filter_trim_cap", skb)
         self.trace(skb, "sock_queue_rcv_skb")
         _ipv4_pktinfo_prepare(s, skb)
         self._enqueue_schedule_skb(s, skb)
@@ -235,15 +235,17 @@ class UdpInput:
         rmem = s.rmem_alloc
         if rmem + size > s.rcvbuf and (s.rcvbuf > 0x3FFFFFFF or rmem):
             self._sk_mib(s).inc("RcvbufErrors")
-            return self._sk_drop(s, SkbDropReason.SOCKET_RCVBUFF, "__udp_queue_rcv_skb")
+            return self._sk_drop(s, SkbDropReason.SOCKET_RCVBUFF, "__udp_queue_rcv_skb", skb)
         if not self._rmem_schedule(s, size):
             self._sk_mib(s).inc("MemErrors")
-            return self._sk_drop(s, SkbDropReason.PROTO_MEM, "__udp_queue_rcv_skb")
+            return self._sk_drop(s, SkbDropReason.PROTO_MEM, "__udp_queue_rcv_skb", skb)
         s.forward_alloc -= size
         s.rmem_alloc = rmem + size
         # sock_skb_set_dropcount()
         _U32.pack_into(skb.cb, SOCK_SKB_CB_OFF, s.drops & 0xFFFFFFFF if s.rxq_ovfl else 0)
         s.receive_queue.append(skb)
+        if (ledger := self.drops.flows) is not None:
+            ledger.delivered(skb)
         if not s.dead:
             s.data_ready()
 

@@ -17,7 +17,7 @@ import random
 from services.core import errno
 from services.core.cred import CAP_NET_BIND_SERVICE, ROOT, Cred
 from services.core.datagram import Datagram
-from services.core.dropreason import DropStats
+from services.core.dropreason import DropStats, SkbDropReason
 from services.core.skbuff import SkBuff
 from services.core.snmp import SnmpMib
 from services.core.sockaddr import AF_INET, SOCKADDR_IN_LEN, parse_sockaddr_in
@@ -60,6 +60,7 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         self.mib = SnmpMib()
         self.drops = DropStats()
         self.trace = Tracer("udp", hostname)
+        self.trace.follow(sysctl)
         self.to_ip: list[SkBuff] = []
         # icmp_send() requests for IP: port unreachable for datagrams no socket took.
         self.icmp_out: list[IcmpError] = []
@@ -128,6 +129,10 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         self.socks.pop(s.sk, None)
         s.dead = True
         total = sum(skb.truesize for skb in s.receive_queue)
+        for skb in s.receive_queue:
+            # udp_destruct_common(): kfree_skb() of each queued datagram (6.18's
+            # tracepoint shows NOT_SPECIFIED there).
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "udp_destruct_common", skb=skb, queued=True)
         s.receive_queue.clear()
         self.udp_rmem_release(s, total, partial=0)
         s.purge_error_queue()

@@ -328,7 +328,7 @@ class UdpOutput:
             tx_flags=sock_tx_timestamp(ipc.tsflags),
             ts_opt_id=ipc.ts_opt_id if ipc.tsflags & SOCKCM_FLAG_TS_OPT_ID else None,
             transmit_time=ipc.transmit_time,
-            trace=trace,
+            trace=trace or s.emu_trace,
         )
         if not corkreq:
             # The lockless fast path: ip_make_skb() on a cork of its own, then udp_send_skb().
@@ -354,7 +354,7 @@ class UdpOutput:
         UDP header's room first when it starts it), with MSG_MORE when corked. Any error
         throws away all that is pending (udp_flush_pending_frames); a send that is not
         corked pushes it."""
-        cork.trace = cork.trace or trace
+        cork.trace = cork.trace or trace or s.emu_trace
         # ip_append_data(): MSG_PROBE appends nothing and succeeds.
         if not flags & MSG_PROBE:
             try:
@@ -476,7 +476,9 @@ class UdpOutput:
             if datalen > gso:
                 gso_segs = -(-datalen // gso)
         skb = alloc_skb(ulen, MAX_HEADER)
-        if cork.trace:
+        # Where a datagram's skb enters the stack: traced when its sender asked, or
+        # when it is the one in net.core.emu_trace_sample (sample is 0 when off).
+        if cork.trace or (self.trace.sample and self.trace.sampled()):
             skb.trace = []
         for step in steps:
             self.trace(skb, step)
@@ -567,6 +569,8 @@ class UdpOutput:
         skb.wmem = skb.truesize
         s.wmem_alloc += skb.truesize
         self._sk_mib(s).inc("OutDatagrams")
+        if (ledger := self.drops.flows) is not None:
+            ledger.sent((s.protocol, cork.saddr, s.num, cork.daddr, cork.dport), max(gso_segs, 1))
         self.to_ip.append(skb)
 
     def forget_tx_charges(self) -> None:

@@ -62,7 +62,7 @@ def first_packet_length(layer: UdpRecv, s: UdpSock) -> int:
         s.drops += 1
         layer._sk_mib(s).inc("InCsumErrors")
         layer._sk_mib(s).inc("InErrors")
-        layer.drops.drop(SkbDropReason.UDP_CSUM, "first_packet_length")
+        layer.drops.drop(SkbDropReason.UDP_CSUM, "first_packet_length", skb=skb, queued=True)
     return -1
 
 

@@ -123,7 +123,7 @@ class UdpRecv:
                 s.drops += 1
                 self._sk_mib(s).inc("InCsumErrors")
                 self._sk_mib(s).inc("InErrors")
-                self.drops.drop(SkbDropReason.UDP_CSUM, "udp_recvmsg")
+                self.drops.drop(SkbDropReason.UDP_CSUM, "udp_recvmsg", skb=skb, queued=True)
                 continue
             return self._copy_out(s, skb, off, length, flags, controllen)
 

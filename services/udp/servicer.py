@@ -8,15 +8,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from services.core import errno
+from services.core import dropmon, errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.cred import Cred
 from services.core.datagram import datagram_to_proto
+from services.core.metrics import SOCK_GAUGES, Collector, DropCollector, SnmpCollector, TableCollector
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
 from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
 from services.core.snmp import to_flat_dict
 from services.core.socket_uapi import MSG_DONTWAIT, MSG_ERRQUEUE
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
+from services.core.sysctl import SYSCTLS
+from services.core.trace import ring_to_proto
+from services.core.wire.ipv4 import ip_to_str
 from services.ip.sockglue import RecvMsg
 from services.udp.errors import IcmpError
 from services.udp.layer import UdpLayer
@@ -327,6 +331,11 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         self._pending.clear()
         self.replies = BatchQueue()
 
+    async def GetTraces(
+        self, request: udp_pb2.GetTracesRequest, context: grpc.aio.ServicerContext
+    ) -> udp_pb2.GetTracesResponse:
+        return udp_pb2.GetTracesResponse(traces=ring_to_proto(self.layer.trace, request.last))
+
     async def GetStats(
         self, request: udp_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> udp_pb2.GetStatsResponse:
@@ -345,28 +354,88 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     async def ListSockets(
         self, request: udp_pb2.ListSocketsRequest, context: grpc.aio.ServicerContext
     ) -> udp_pb2.ListSocketsResponse:
-        return udp_pb2.ListSocketsResponse(
-            sockets=[
-                udp_pb2.SocketInfo(
-                    sk=s.sk,
-                    local_addr=s.rcv_saddr,
-                    local_port=s.num,
-                    remote_addr=s.daddr,
-                    remote_port=s.dport,
-                    rmem_alloc=s.rmem_alloc,
-                    rcvbuf=s.rcvbuf,
-                    drops=s.drops,
-                    owner_pid=s.owner_pid,
-                    owner_fd=s.owner_fd,
-                )
-                for s in self.layer.socks.values()
-            ]
+        # udp_dump(): each table slot by slot (udp_table, then udplite_table), then the
+        # sockets in none (no local port yet), which no dump reaches.
+        hashed = [s for table in self.layer.tables.values() for s in table]
+        seen = {s.sk for s in hashed}
+        rest = [s for s in self.layer.socks.values() if s.sk not in seen]
+        return udp_pb2.ListSocketsResponse(sockets=[self._sock_info(s) for s in hashed + rest])
+
+    def _sock_info(self, s: UdpSock) -> udp_pb2.SocketInfo:
+        """inet_sk_diag_fill() for udp_diag: the diag message, udp_diag_get_info()'s
+        queues and sock_diag_put_meminfo()'s skmem."""
+        if not s.cookie:
+            # inet_diag_msg_common_fill() → sock_gen_cookie(): the dump gives a cookie
+            # to a socket that has none yet, from the counter SO_COOKIE draws on.
+            s.cookie = next(self.layer.opts._cookies)
+        return udp_pb2.SocketInfo(
+            sk=s.sk,
+            local_addr=s.rcv_saddr,
+            local_port=s.num,
+            remote_addr=s.daddr,
+            remote_port=s.dport,
+            rmem_alloc=s.rmem_alloc,
+            rcvbuf=s.rcvbuf,
+            drops=s.drops,
+            owner_pid=s.owner_pid,
+            owner_fd=s.owner_fd,
+            protocol=s.protocol,
+            state=s.state,
+            wmem_alloc=s.wmem_alloc,
+            sndbuf=s.sndbuf,
+            forward_alloc=s.forward_alloc,
+            # UDP queues nothing for later transmission (sk_wmem_queued) and takes no
+            # backlog: the emulated socket is never owned by a user while data comes in.
+            wmem_queued=0,
+            omem_alloc=s.omem_alloc,
+            backlog=0,
+            # udp_rqueue_get(): no forward_deficit is kept, reclaimed at once.
+            rqueue=s.rmem_alloc,
+            uid=s.uid,
+            cookie=s.cookie,
+            mark=s.mark,
+            bound_dev_if=s.bound_dev_if,
+            shutdown=s.shutdown,
         )
+
+    # Sysctls: the UDP layer's and the socket layer's, which this service applies.
+
+    async def GetSysctl(
+        self, request: udp_pb2.GetSysctlRequest, context: grpc.aio.ServicerContext
+    ) -> udp_pb2.GetSysctlResponse:
+        own = udp_sysctl_names()
+        values = {}
+        for name in list(request.names) or own:
+            if name not in own:
+                return udp_pb2.GetSysctlResponse(
+                    errno=errno.ENOENT, message=f"no sysctl {name!r} in the UDP layer"
+                )
+            values[name] = self.layer.sysctl.get_str(name)
+        return udp_pb2.GetSysctlResponse(values=values)
+
+    async def SetSysctl(
+        self, request: udp_pb2.SetSysctlRequest, context: grpc.aio.ServicerContext
+    ) -> udp_pb2.SetSysctlResponse:
+        if request.name not in udp_sysctl_names():
+            return udp_pb2.SetSysctlResponse(
+                errno=errno.ENOENT, message=f"no sysctl {request.name!r} in the UDP layer"
+            )
+        try:
+            self.layer.sysctl.set(request.name, request.value)
+        except OSError as err:
+            return udp_pb2.SetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
+        return udp_pb2.SetSysctlResponse()
+
+
+def udp_sysctl_names() -> list[str]:
+    """The sysctls the UDP service reads: the UDP layer's and the socket layer's (the
+    socket-level code, sk_setsockopt and inet_bind's checks, runs here)."""
+    return sorted(n for n, spec in SYSCTLS.items() if spec.layer in ("udp", "socket"))
 
 
 class UdpService(Service):
     name = "udp"
-    service_names = [udp_pb2.DESCRIPTOR.services_by_name["UdpService"].full_name]
+    service_names = [udp_pb2.DESCRIPTOR.services_by_name["UdpService"].full_name, dropmon.SERVICE_NAME]
 
     def __init__(self, layer: UdpLayer, routes: IpRoutes, ip_addr: str) -> None:
         self.servicer = UdpServicer(layer, routes)
@@ -376,6 +445,35 @@ class UdpService(Service):
 
     def register(self, server: grpc.aio.Server) -> None:
         udp_pb2_grpc.add_UdpServiceServicer_to_server(self.servicer, server)
+        dropmon.add_to_server(self.servicer.layer.drops, server)
+
+    def collectors(self) -> list[Collector]:
+        layer = self.servicer.layer
+
+        def socks() -> list[tuple[list[str], list[tuple[str, int]]]]:
+            # The sockets `ss -uanm` lists: those in the hash tables (a local port),
+            # Local and Peer as ss prints them, the skmem values by sk_meminfo's names.
+            rows = []
+            for s in layer.socks.values():
+                if not s.num:
+                    continue
+                local, peer = f"{ip_to_str(s.rcv_saddr)}:{s.num}", f"{ip_to_str(s.daddr)}:{s.dport or '*'}"
+                skmem = [
+                    ("rmem_alloc", s.rmem_alloc),
+                    ("rcvbuf", s.rcvbuf),
+                    ("wmem_alloc", s.wmem_alloc),
+                    ("sndbuf", s.sndbuf),
+                    ("drops", s.drops),
+                ]
+                rows.append(([str(s.sk), local, peer], skmem))
+            return rows
+
+        return [
+            # What GetStats reports: Udp, UdpLite, and the ICMP errors no socket took.
+            SnmpCollector(layer.mib, lambda k: k.startswith("Udp") or k == "IcmpInErrors"),
+            DropCollector(layer.drops),
+            TableCollector("sock", ["sk", "local", "peer"], socks, SOCK_GAUGES, "ss -m (sk_meminfo)"),
+        ]
 
     async def start(self, health: ServingStatus) -> None:
         self._channel = grpc.aio.insecure_channel(self.ip_addr, options=CHANNEL_OPTIONS)

@@ -173,6 +173,8 @@ class UdpSock:
     rcvlowat: int = 1
     rcvmark: bool = False
     rcvpriority: bool = False
+    # SO_EMU_TRACE: the emulator traces every datagram this socket sends.
+    emu_trace: bool = False
     select_err_queue: bool = False
     # The struct sock options that only keep a value on a UDP socket (sk_setsockopt):
     # SO_DEBUG (SOCK_DBG), SO_KEEPALIVE (SOCK_KEEPOPEN), SO_OOBINLINE (SOCK_URGINLINE),

@@ -41,6 +41,7 @@ from services.core.socket_uapi import (
     SO_DETACH_REUSEPORT_BPF,
     SO_DEVMEM_DONTNEED,
     SO_DONTROUTE,
+    SO_EMU_TRACE,
     SO_ERROR,
     SO_GET_FILTER,
     SO_INCOMING_CPU,
@@ -146,6 +147,8 @@ _FLAGS = {
     SO_SELECT_ERR_QUEUE: "select_err_queue",
     SO_RCVMARK: "rcvmark",
     SO_RCVPRIORITY: "rcvpriority",
+    # The emulator's own (socket_uapi.SO_EMU_TRACE), kept like a SOCK_* flag.
+    SO_EMU_TRACE: "emu_trace",
 }
 
 

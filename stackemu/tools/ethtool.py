@@ -8,6 +8,7 @@ answer: the extack message, then strerror, each after `netlink error:`.
 from __future__ import annotations
 
 import errno as E
+import json
 from collections.abc import Sequence
 
 from stackemu.nic.v1 import nic_pb2
@@ -23,7 +24,7 @@ Usage: stackemu ethtool [ --host HOST ] ...
         ethtool -C|--coalesce DEVNAME [ rx-usecs N ] [ rx-frames N ]
         ethtool -k|--show-features|--show-offload DEVNAME
         ethtool -K|--features|--offload DEVNAME FEATURE on|off ...
-        ethtool -S|--statistics DEVNAME         Show adapter statistics
+        ethtool [--json] -S|--statistics DEVNAME    Show adapter statistics (--json: the emulator's JSON)
         ethtool -T|--show-time-stamping DEVNAME Show time stamping capabilities
 DEVNAME := [HOST:]NAME"""
 
@@ -113,6 +114,10 @@ _MODES = {
 
 def main(host: str | None, argv: Sequence[str]) -> int:
     args = list(argv)
+    # ethtool's --json goes before the command; the emulator has it for -S.
+    as_json = bool(args) and args[0] == "--json"
+    if as_json:
+        args.pop(0)
     if args and args[0] in ("-h", "--help"):
         out(USAGE)
         return 0
@@ -123,6 +128,8 @@ def main(host: str | None, argv: Sequence[str]) -> int:
         mode = _MODES[args.pop(0)]
     if not args:
         fail(1, "ethtool: bad command line argument(s)", "For more information run ethtool -h")
+    if as_json and mode != "-S":
+        fail(1, "ethtool: --json is the emulator's for -S only")
     host, dev = split_dev(args[0], host)
     rest = args[1:]
     if mode in ("", "-g", "-c", "-k", "-S", "-T") and rest:
@@ -143,7 +150,7 @@ def main(host: str | None, argv: Sequence[str]) -> int:
         if mode == "-K":
             return set_features(nic, dev, rest)
         if mode == "-S":
-            return show_stats(nic, dev)
+            return show_stats(nic, dev, as_json)
         return show_tsinfo(nic, dev)
 
 
@@ -373,7 +380,7 @@ def set_features(nic: Nic, dev: str, args: list[str]) -> int:
     return 0
 
 
-def show_stats(nic: Nic, dev: str) -> int:
+def show_stats(nic: Nic, dev: str, as_json: bool = False) -> int:
     r: nic_pb2.GetEthtoolStatsResponse = nic.call(
         "GetEthtoolStats", nic_pb2.GetEthtoolStatsRequest(device=dev)
     )
@@ -381,6 +388,10 @@ def show_stats(nic: Nic, dev: str) -> int:
         fail(96, f"Cannot get stats strings information: {strerror(r.errno)}")
     if not r.stats:
         fail(94, "no stats available")
+    if as_json:
+        # ethtool's JSON shape: a list of one object per device, "ifname" first.
+        out(json.dumps([{"ifname": dev, **{c.name: c.value for c in r.stats}}], indent=4))
+        return 0
     out("NIC statistics:")
     for c in r.stats:
         out(f"     {c.name}: {c.value}")

@@ -612,6 +612,8 @@ _TARGET_OPTS: Final[dict[str, tuple[Opt, ...]]] = {
         Opt("log-uid", has_arg=False),
         Opt("log-macdecode", has_arg=False),
     ),
+    # libxt_TRACE: no options.
+    "TRACE": (),
 }
 # Only these options take a `!` before them.
 _INVERTIBLE_EXT_OPTS: Final = frozenset(
@@ -811,6 +813,8 @@ def build_match(ext: Ext, proto: int, proto_inv: bool) -> pb.NfMatch:
 
 def build_target(ext: Ext) -> pb.NfTarget:
     v = ext.values
+    if ext.name == "TRACE":
+        return pb.NfTarget(trace=pb.TraceTarget())
     if ext.name == "REJECT":
         with_ = pb.REJECT_WITH_ICMP_PORT_UNREACHABLE
         if "reject-with" in v:
@@ -1563,6 +1567,7 @@ def target_name(rule: pb.NfRule) -> str:
         "ttl": "TTL",
         "tos": "TOS",
         "log": "LOG",
+        "trace": "TRACE",
     }[kind]
 
 
@@ -1906,6 +1911,8 @@ def save_target(t: pb.NfTarget) -> str:
         return f" -j TTL --{opt} {t.ttl.value}"
     if kind == "tos":
         return f" -j TOS --set-tos 0x{t.tos.value:02x}/0x{t.tos.mask:02x}"
+    if kind == "trace":
+        return " -j TRACE"
     lg = t.log
     s = " -j LOG"
     if lg.prefix:

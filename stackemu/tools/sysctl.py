@@ -1,16 +1,23 @@
-"""`stackemu sysctl`: procps-ng 4.0 sysctl for a host's net.core.* sysctls (the NIC
-layer's GetSysctl/SetSysctl) and net.ipv4.* ones (the IP layer's). A key no layer has
-is answered as /proc/sys answers a missing file."""
+"""`stackemu sysctl`: procps-ng 4.0 sysctl over every layer of a host: the NIC's
+net.core.* (GetSysctl/SetSysctl of the NIC service), the IP layer's net.ipv4.*, and
+the UDP and socket layers' (net.ipv4.udp_mem, ip_local_port_range,
+net.core.rmem_default, ...), which the UDP service applies. A key goes to the layer
+services/core/sysctl.py names for it; one no layer has is answered as /proc/sys
+answers a missing file. --json prints the values read as one object (the
+emulator's: procps has no JSON)."""
 
 from __future__ import annotations
 
 import errno as E
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from services.core.sysctl import SYSCTLS
 from stackemu.ip.v1 import ip_pb2
 from stackemu.nic.v1 import nic_pb2
-from stackemu.tools.common import Ip, Nic, err, has_service, out, strerror
+from stackemu.tools.common import Ip, Nic, Udp, err, has_service, out, strerror
+from stackemu.udp.v1 import udp_pb2
 
 USAGE = """
 Usage:
@@ -25,34 +32,67 @@ Options:
   -n, --values         print only values of the given variable(s)
   -q, --quiet          do not echo variable set
   -w, --write          enable writing a value to variable
+  -j, --json           print the values read as a JSON object (the emulator's)
   -h, --help           display this help and exit
 
-The NIC layer's sysctls (net.core.*) and the IP layer's (net.ipv4.*) are reachable
-through this command."""
+Every layer's sysctls are reachable: the NIC's (net.core.netdev_budget, ...), the IP
+layer's (net.ipv4.ip_forward, ...), the UDP and socket layers' (net.ipv4.udp_mem,
+net.core.rmem_default, ...).
 
-_LONG = {"--all": "a", "--ignore": "e", "--names": "N", "--values": "n", "--quiet": "q", "--write": "w"}
+Examples:
+  stackemu sysctl -a                               every sysctl of alice
+  stackemu sysctl --host bob net.core.rmem_default
+  stackemu sysctl -w net.ipv4.ip_local_port_range="40000 40100"
+  stackemu sysctl -a --json"""
+
+_LONG = {
+    "--all": "a",
+    "--ignore": "e",
+    "--names": "N",
+    "--values": "n",
+    "--quiet": "q",
+    "--write": "w",
+    "--json": "j",
+}
 
 
 class Layers:
-    """The host's NIC, and its IP service when the stack has one: net.ipv4.* keys go
-    to IP, everything else to the NIC."""
+    """The host's NIC, and its IP and UDP services when the stack has them. A key goes
+    to the layer that applies it (SysctlSpec.layer: "ip" to IP, "udp" and "socket" to
+    UDP, the rest to the NIC); an unknown net.ipv4.* key to IP, any other to the NIC,
+    to be refused there."""
 
     def __init__(self, nic: Nic, host: str | None) -> None:
         self.nic = nic
         self.host = host
         self._ip: Ip | None = None
+        self._udp: Udp | None = None
+        # What was read, for --json.
+        self.shown: dict[str, str] = {}
 
     def ip(self) -> Ip | None:
         if self._ip is None and has_service("ip", self.host):
             self._ip = Ip(self.host)
         return self._ip
 
-    def close(self) -> None:
-        if self._ip is not None:
-            self._ip.close()
+    def udp(self) -> Udp | None:
+        if self._udp is None and has_service("udp", self.host):
+            self._udp = Udp(self.host)
+        return self._udp
 
-    def call(self, key: str, rpc: str, nic_req: Any, ip_req: Any) -> Any:
-        if key.startswith("net.ipv4."):
+    def close(self) -> None:
+        for svc in (self._ip, self._udp):
+            if svc is not None:
+                svc.close()
+
+    def call(self, key: str, rpc: str, nic_req: Any, ip_req: Any, udp_req: Any) -> Any:
+        spec = SYSCTLS.get(key)
+        layer = spec.layer if spec is not None else ("ip" if key.startswith("net.ipv4.") else "nic")
+        if layer in ("udp", "socket"):
+            udp = self.udp()
+            if udp is not None:
+                return udp.call(rpc, udp_req)
+        if layer == "ip":
             ip = self.ip()
             if ip is not None:
                 return ip.call(rpc, ip_req)
@@ -80,7 +120,7 @@ def main(host: str | None, argv: Sequence[str]) -> int:
             for c in a[1:]:
                 if c in "aAX":
                     flags.add("a")
-                elif c in "eNnqw":
+                elif c in "eNnqwj":
                     flags.add(c)
                 else:
                     err(f"sysctl: invalid option -- '{c}'")
@@ -94,7 +134,10 @@ def main(host: str | None, argv: Sequence[str]) -> int:
     with Nic(host) as nic_only:
         nic = Layers(nic_only, host)
         try:
-            return _run(nic, names, flags)
+            rc = _run(nic, names, flags)
+            if "j" in flags:
+                out(json.dumps(nic.shown, indent=2))
+            return rc
         finally:
             nic.close()
 
@@ -114,8 +157,10 @@ def _run(nic: Layers, names: list[str], flags: set[str]) -> int:
     return rc
 
 
-def _show(key: str, value: str, flags: set[str]) -> None:
-    if "N" in flags:
+def _show(nic: Layers, key: str, value: str, flags: set[str]) -> None:
+    if "j" in flags:
+        nic.shown[key] = value
+    elif "N" in flags:
         out(key)
     elif "n" in flags:
         out(value)
@@ -130,6 +175,12 @@ def _all(nic: Layers) -> dict[str, str]:
     if ip is not None:
         iresp: ip_pb2.GetSysctlResponse = ip.call("GetSysctl", ip_pb2.GetSysctlRequest())
         values.update(iresp.values)
+    udp = nic.udp()
+    if udp is not None:
+        # The UDP service's values of the socket layer's net.core.* keys are the ones
+        # in force (the NIC keeps a copy it never reads).
+        uresp: udp_pb2.GetSysctlResponse = udp.call("GetSysctl", udp_pb2.GetSysctlRequest())
+        values.update(uresp.values)
     return values
 
 
@@ -137,7 +188,7 @@ def _display_all(nic: Layers, prefix: str, flags: set[str]) -> int:
     values = _all(nic)
     for key in sorted(values):
         if not prefix or key.startswith(prefix + "."):
-            _show(key, values[key], flags)
+            _show(nic, key, values[key], flags)
     return 0
 
 
@@ -148,7 +199,11 @@ def _read(nic: Layers, name: str, flags: set[str]) -> int:
         err(f'sysctl: "{name}" is an unknown key')
         return 1
     resp = nic.call(
-        key, "GetSysctl", nic_pb2.GetSysctlRequest(names=[key]), ip_pb2.GetSysctlRequest(names=[key])
+        key,
+        "GetSysctl",
+        nic_pb2.GetSysctlRequest(names=[key]),
+        ip_pb2.GetSysctlRequest(names=[key]),
+        udp_pb2.GetSysctlRequest(names=[key]),
     )
     if resp.errno == E.ENOENT or (not resp.errno and key not in resp.values):
         values = _all(nic)
@@ -161,7 +216,7 @@ def _read(nic: Layers, name: str, flags: set[str]) -> int:
     if resp.errno:
         err(f'sysctl: reading key "{key}": {strerror(resp.errno)}')
         return 1
-    _show(key, resp.values[key], flags)
+    _show(nic, key, resp.values[key], flags)
     return 0
 
 
@@ -178,6 +233,7 @@ def _write(nic: Layers, arg: str, flags: set[str]) -> int:
         "SetSysctl",
         nic_pb2.SetSysctlRequest(name=key, value=value),
         ip_pb2.SetSysctlRequest(name=key, value=value),
+        udp_pb2.SetSysctlRequest(name=key, value=value),
     )
     if resp.errno == E.ENOENT:
         values = _all(nic)

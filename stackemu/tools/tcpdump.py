@@ -1,6 +1,12 @@
 """`stackemu tcpdump`: the packet taps of a host's NIC (the Capture stream) as tcpdump
 4.99 shows them with -n, or written with -w as a classic pcap file (nanosecond
-timestamps, DLT_EN10MB) that tcpdump, tshark and Wireshark read.
+timestamps, DLT_EN10MB) or a pcapng file (`-w x.pcapng` or --pcapng: an interface
+block per device, direction flags, comments) that tcpdump, tshark and Wireshark read.
+
+Filter expressions are tcpdump's, compiled by libpcap (pcapfilter.py) and run by the
+tap in the service, so refused packets never leave it. An emulator-only extra: the
+same capture at the boundary between IP and UDP (`-i HOST:ip-udp` or --layer ip-udp),
+raw IPv4 packets (LINKTYPE_IPV4) from the IP service's Capture stream.
 
 The one-line decodes are tcpdump's (print-ether.c, print-arp.c, print-ip.c,
 print-udp.c, print-icmp.c); UDP payloads are not dissected by port (tcpdump would
@@ -21,17 +27,32 @@ from typing import IO, Any
 import dpkt  # type: ignore[import-untyped]
 import grpc
 
+from stackemu.ip.v1 import ip_pb2
 from stackemu.nic.v1 import nic_pb2
-from stackemu.tools.common import Nic, err, fail, out, split_dev
+from stackemu.tools.common import Ip, Nic, Service, ToolExit, default_host, err, fail, out, split_dev
 from stackemu.tools.iproute import IFF_LOOPBACK, IFF_UP
+from stackemu.tools.pcapfilter import FilterError, compile_filter, dump
+from stackemu.tools.pcapng import LINKTYPE_ETHERNET, LINKTYPE_IPV4, PcapngWriter
 
 SNAPLEN = 262144  # tcpdump's default snapshot length
+PACKET_OUTGOING = 4  # include/uapi/linux/if_packet.h
+CHECKSUM_PARTIAL = 3  # include/linux/skbuff.h
 SLL2_HDR_LEN = 20
 
 USAGE = """\
-Usage: stackemu tcpdump [ --host HOST ] [ -enlU ] [ -c count ] [ -i [HOST:]interface|any ]
-               [ -w file ]
-Capture filter expressions are not built yet."""
+Usage: stackemu tcpdump [ --host HOST ] [ -denlU ] [ -c count ] [ -i [HOST:]interface|any ]
+               [ --layer ip-udp ] [ -w file ] [ --pcapng ] [ expression ]
+-i HOST:ip-udp (or --layer ip-udp) captures between IP and UDP (raw IPv4);
+-w x.pcapng or --pcapng writes pcapng; -d/-dd/-ddd print the compiled filter."""
+
+# pcap_datalink_val_to_name() and _to_description() as tcpdump's "link-type" shows them.
+_LINK_NAMES = {LINKTYPE_ETHERNET: "EN10MB (Ethernet)", LINKTYPE_IPV4: "IPV4 (Raw IPv4)"}
+
+# Layer boundaries a capture can sit at (emulator-only extras), and what they are.
+BOUNDARIES = {
+    "ip-udp": "the boundary between IP and UDP (ip_local_deliver_finish -> udp_rcv, "
+    "udp_send_skb -> ip_send_skb)",
+}
 
 # include/linux/if_packet.h PACKET_* as print-sll.c names them.
 _PKT_TYPES = {0: "In", 1: "B", 2: "M", 3: "P", 4: "Out"}
@@ -281,11 +302,11 @@ def timestamp(ns: int) -> str:
 
 
 class PcapWriter:
-    """A classic pcap file with nanosecond timestamps (magic 0xa1b23c4d), DLT_EN10MB."""
+    """A classic pcap file with nanosecond timestamps (magic 0xa1b23c4d)."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: IO[bytes], linktype: int = LINKTYPE_ETHERNET) -> None:
         self._f = f
-        self._w = dpkt.pcap.Writer(f, snaplen=SNAPLEN, linktype=dpkt.pcap.DLT_EN10MB, nano=True)
+        self._w = dpkt.pcap.Writer(f, snaplen=SNAPLEN, linktype=linktype, nano=True)
         f.flush()
 
     def write(self, frame: bytes, tstamp_ns: int) -> None:
@@ -300,8 +321,11 @@ def _plural(n: int) -> str:
 
 class _Opts:
     iface: str | None = None
+    layer: str | None = None
     wfile: str | None = None
+    pcapng = False
     count = 0
+    dflag = 0
     eflag = False
     expr: list[str]
 
@@ -310,8 +334,8 @@ class _Opts:
 
 
 def parse_args(argv: Sequence[str]) -> _Opts:
-    """getopt() over tcpdump's options that the emulator has; the rest of the words
-    are the filter expression."""
+    """getopt_long() over tcpdump's options that the emulator has, and its own long
+    ones (--layer, --pcapng); the rest of the words are the filter expression."""
     o = _Opts()
     args = list(argv)
     i = 0
@@ -325,10 +349,23 @@ def parse_args(argv: Sequence[str]) -> _Opts:
             i += 1
             continue
         if a.startswith("--"):
-            if a == "--help":
+            name, eq, val = a.partition("=")
+            if name == "--help":
                 out(USAGE)
                 fail(0)
-            fail(1, f"tcpdump: unrecognized option '{a}'", USAGE)
+            if name == "--pcapng" and not eq:
+                o.pcapng = True
+            elif name == "--layer":
+                if not eq:
+                    i += 1
+                    if i >= len(args):
+                        fail(1, "tcpdump: option '--layer' requires an argument", USAGE)
+                    val = args[i]
+                o.layer = val
+            else:
+                fail(1, f"tcpdump: unrecognized option '{a}'", USAGE)
+            i += 1
+            continue
         j = 1
         while j < len(a):
             c = a[j]
@@ -353,6 +390,8 @@ def parse_args(argv: Sequence[str]) -> _Opts:
                 break
             if c == "e":
                 o.eflag = True
+            elif c == "d":
+                o.dflag += 1
             elif c in "nlU":
                 pass  # always numeric; every line and packet is flushed as it comes
             elif c == "h":
@@ -367,13 +406,21 @@ def parse_args(argv: Sequence[str]) -> _Opts:
 
 def main(host: str | None, argv: Sequence[str]) -> int:
     o = parse_args(argv)
-    if o.expr:
-        fail(
-            1,
-            f'tcpdump: capture filter expressions ("{" ".join(o.expr)}") come with the '
-            "observability work, which is not built yet: capture without one",
-        )
-    host, dev = split_dev(o.iface, host) if o.iface else (host, "")
+    if o.layer is not None:
+        if o.iface is not None:
+            fail(1, "tcpdump: -i and --layer both say where to capture: give one")
+        if o.layer not in BOUNDARIES:
+            fail(1, f"tcpdump: {o.layer}: no such layer boundary (there is: {', '.join(BOUNDARIES)})")
+        host, dev = default_host(host), o.layer
+    else:
+        host, dev = split_dev(o.iface, host) if o.iface else (default_host(host), "")
+    if dev in BOUNDARIES:
+        # No device to open first: the filter, then the IP service.
+        prog = _compile(o, "IPV4")
+        if prog is None:
+            return 0
+        with Ip(host) as ip:
+            return _run(ip, host, dev, o, prog, LINKTYPE_IPV4)
     with Nic(host) as nic:
         links: nic_pb2.ListLinksResponse = nic.call("ListLinks", nic_pb2.ListLinksRequest())
         if not dev:
@@ -382,30 +429,86 @@ def main(host: str | None, argv: Sequence[str]) -> int:
             dev = up[0] if up else "any"
         if dev != "any" and all(lk.name != dev for lk in links.links):
             fail(1, f"tcpdump: {dev}: No such device exists", "(No such device exists)")
-        f: IO[bytes] | None = None
-        writer: PcapWriter | None = None
-        if o.wfile is not None:
-            try:
-                f = open(o.wfile, "wb")  # noqa: SIM115 - closed in the finally below
-            except OSError as e:
-                fail(1, f"tcpdump: {o.wfile}: {e.strerror}")
-            writer = PcapWriter(f)
-        try:
-            return _capture(nic, dev, o, writer)
-        finally:
-            if f is not None:
-                f.close()
+        # tcpdump opens the device, then compiles the filter.
+        prog = _compile(o, "EN10MB")
+        if prog is None:
+            return 0
+        return _run(nic, host, dev, o, prog, LINKTYPE_ETHERNET)
+
+
+def _compile(o: _Opts, dlt: str) -> list[nic_pb2.SockFilter] | None:
+    """The filter for a tap of link type `dlt`, or None when -d printed it instead."""
+    try:
+        if o.dflag:
+            text, warnings = dump(o.expr, dlt, "-" + "d" * min(o.dflag, 3))
+            if warnings:
+                err(warnings.rstrip("\n"))
+            out(text.rstrip("\n"))
+            return None
+        prog, warnings = compile_filter(o.expr, dlt)
+    except FilterError as e:
+        if e.stderr:
+            err(e.stderr.rstrip("\n"))
+        raise ToolExit(e.code) from None
+    if warnings:
+        err(warnings.rstrip("\n"))
+    return prog
+
+
+def _run(
+    service: Service, host: str, dev: str, o: _Opts, prog: list[nic_pb2.SockFilter], linktype: int
+) -> int:
+    """The capture into the output -w names, or as lines."""
+    if o.wfile is None:
+        return _capture(service, host, dev, o, prog, None, linktype)
+    try:
+        f = open(o.wfile, "wb")  # noqa: SIM115 - closed in the finally below
+    except OSError as e:
+        fail(1, f"tcpdump: {o.wfile}: {e.strerror}")
+    try:
+        if o.pcapng or o.wfile.lower().endswith(".pcapng"):
+            writer: PcapWriter | PcapngWriter = PcapngWriter(f, SNAPLEN)
+        else:
+            writer = PcapWriter(f, linktype)
+        return _capture(service, host, dev, o, prog, writer, linktype)
+    finally:
+        f.close()
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _capture(nic: Nic, dev: str, o: _Opts, writer: PcapWriter | None) -> int:
+def _boundary_comments(resp: ip_pb2.CaptureResponse) -> list[str]:
+    """What a pcapng reader should know of a packet at the IP/UDP boundary."""
+    up = resp.pkt_type != PACKET_OUTGOING
+    notes = ["ip_local_deliver_finish -> udp_rcv" if up else "udp_send_skb -> ip_send_skb"]
+    if resp.ip_summed == CHECKSUM_PARTIAL and not up:
+        notes.append("CHECKSUM_PARTIAL: the UDP checksum is the pseudo-header sum; the device completes it")
+    if resp.gso_size:
+        notes.append(f"GSO: gso_size {resp.gso_size}, {resp.gso_segs} segments (cut below IP)")
+    return notes
+
+
+def _capture(
+    service: Service,
+    host: str,
+    dev: str,
+    o: _Opts,
+    prog: list[nic_pb2.SockFilter],
+    writer: PcapWriter | PcapngWriter | None,
+    linktype: int,
+) -> int:
+    boundary = dev in BOUNDARIES
     sll2 = dev == "any" and writer is None
-    link = "LINUX_SLL2 (Linux cooked v2)" if sll2 else "EN10MB (Ethernet)"
+    link = "LINUX_SLL2 (Linux cooked v2)" if sll2 else _LINK_NAMES[linktype]
     listening = f"listening on {dev}, link-type {link}, snapshot length {SNAPLEN} bytes"
-    req = nic_pb2.CaptureRequest(device="" if dev == "any" else dev, count=o.count)
+    filter_expr = " ".join(o.expr)
+    req: Any
+    if boundary:
+        req = ip_pb2.CaptureRequest(count=o.count, filter=prog)
+    else:
+        req = nic_pb2.CaptureRequest(device="" if dev == "any" else dev, count=o.count, filter=prog)
     captured = dropped = 0
     interrupted = False
     call: Any = None
@@ -414,8 +517,8 @@ def _capture(nic: Nic, dev: str, o: _Opts, writer: PcapWriter | None) -> int:
     if threading.current_thread() is threading.main_thread():
         restore = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with nic.rpc_errors("Capture"):
-            call = nic.stub.Capture(req)
+        with service.rpc_errors("Capture"):
+            call = service.stub.Capture(req)
             # The service answers with its headers once the tap is registered: only
             # then is it listening, as tcpdump's message means.
             call.initial_metadata()
@@ -427,15 +530,31 @@ def _capture(nic: Nic, dev: str, o: _Opts, writer: PcapWriter | None) -> int:
             else:
                 err(f"tcpdump: {listening}")
             for resp in call:
+                lost = resp.dropped - dropped if resp.dropped > dropped else 0
                 dropped = max(dropped, resp.dropped)
                 captured += 1
-                if writer is not None:
-                    writer.write(resp.frame, resp.tstamp)
-                else:
-                    if sll2:
-                        line = decode_sll2(resp.frame, resp.ifindex, resp.device, resp.pkt_type, o.eflag)
+                data = resp.packet if boundary else resp.frame
+                if isinstance(writer, PcapWriter):
+                    writer.write(data, resp.tstamp)
+                elif writer is not None:
+                    if boundary:
+                        desc = f"host {host}: {BOUNDARIES[dev]}"
+                        iface = writer.interface(dev, f"{host}:{dev}", desc, linktype, filter_expr)
+                        comments = _boundary_comments(resp)
                     else:
-                        line = decode(resp.frame, o.eflag)
+                        desc = f"host {host}: device {resp.device} (packet taps)"
+                        name = f"{host}:{resp.device}"
+                        iface = writer.interface(resp.ifindex, name, desc, linktype, filter_expr)
+                        comments = []
+                    writer.write(iface, data, resp.tstamp, resp.pkt_type, lost, comments)
+                else:
+                    if boundary:
+                        # print-raw.c: with -e, "ip: " where a link header would be
+                        line = ("ip: " if o.eflag else "") + ip_print(data, o.eflag)
+                    elif sll2:
+                        line = decode_sll2(data, resp.ifindex, resp.device, resp.pkt_type, o.eflag)
+                    else:
+                        line = decode(data, o.eflag)
                     out(f"{timestamp(resp.tstamp)} {line}")
                 if o.count and captured >= o.count:
                     break

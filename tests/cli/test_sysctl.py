@@ -3,8 +3,11 @@ SetSysctl."""
 
 from __future__ import annotations
 
+import json
+
 from stackemu.nic.v1 import nic_pb2
 from tests.cli.conftest import Stack
+from tests.cli.hoststack import HostStack, fullstack_fixture  # noqa: F401
 
 
 def test_read(stack: Stack) -> None:
@@ -76,3 +79,54 @@ def test_write_errors(stack: Stack) -> None:
     r = stack.run("sysctl", "--host", "bob", "-w", "net.core.dev_weight=16")
     assert r.exit_code == 0
     assert stack.bob.sent("SetSysctl") == [nic_pb2.SetSysctlRequest(name="net.core.dev_weight", value="16")]
+
+
+# Every layer: the NIC's keys (the fake's), the IP layer's (its real control service),
+# the UDP and socket layers' (the real UDP service, which applies them).
+
+
+def test_all_covers_every_layer(fullstack: HostStack) -> None:
+    from services.ip.control import ip_sysctl_names
+    from services.udp.servicer import udp_sysctl_names
+
+    r = fullstack.run("sysctl", "-a")
+    assert (r.exit_code, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    keys = [line.split(" = ")[0] for line in lines]
+    assert keys == sorted(keys)
+    nic = set(fullstack.stack.alice.sysctls)
+    assert set(keys) == nic | set(ip_sysctl_names()) | set(udp_sysctl_names())
+    assert "net.ipv4.udp_mem" in keys and "net.core.rmem_default" in keys and "net.ipv4.ip_forward" in keys
+    assert "net.ipv4.ip_local_port_range = 32768\t60999" in lines
+    assert "net.core.rmem_default = 212992" in lines
+    # --json: the same values.
+    r = fullstack.run("sysctl", "-a", "--json")
+    values = json.loads(r.stdout)
+    assert [f"{k} = {v}" for k, v in values.items()] == lines
+
+
+def test_write_goes_to_the_layer_that_applies_it(fullstack: HostStack) -> None:
+    h = fullstack
+    r = h.run("sysctl", "-w", "net.core.rmem_default=65536", "net.ipv4.udp_rmem_min=8192")
+    assert (r.exit_code, r.stdout) == (0, "net.core.rmem_default = 65536\nnet.ipv4.udp_rmem_min = 8192\n")
+    assert h.udp.sysctl.get_int("net.core.rmem_default") == 65536
+    assert h.udp.sysctl.get_int("net.ipv4.udp_rmem_min") == 8192
+    # The NIC's copy of net.core.rmem_default is not the one in force: it was not asked.
+    assert h.stack.alice.sent("SetSysctl") == []
+    assert h.run("sysctl", "-n", "net.core.rmem_default").stdout == "65536\n"
+    # A socket created now gets the new default receive buffer.
+    pid = h.process("app")
+    fd = h.socket(pid)
+    h.bind(pid, fd, 0, 5000)
+    assert "rb65536," in h.run("ss", "-uanm").stdout
+    # The IP layer's keys go to IP, and its handler's refusals come back.
+    r = h.run("sysctl", "-w", "net.ipv4.ip_default_ttl=0")
+    assert (r.exit_code, r.stderr) == (1, 'sysctl: setting key "net.ipv4.ip_default_ttl": Invalid argument\n')
+    r = h.run("sysctl", "-w", "net.ipv4.ip_local_port_range=40000 40100")
+    assert r.exit_code == 0
+    assert h.udp.sysctl.get("net.ipv4.ip_local_port_range") == (40000, 40100)
+    r = h.run("sysctl", "net.ipv4.udp_nonexistent")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "sysctl: cannot stat /proc/sys/net/ipv4/udp_nonexistent: No such file or directory\n",
+    )

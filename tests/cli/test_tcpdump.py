@@ -123,12 +123,77 @@ def test_dropped_frames_are_reported(stack: Stack, frames: list[bytes]) -> None:
     assert r.stderr.endswith(_summary(4, dropped=1))
 
 
-def test_filter_expression_is_refused_not_ignored(stack: Stack, frames: list[bytes]) -> None:
-    r = stack.run("tcpdump", "-i", "eth0", "udp", "port", "9000")
-    assert r.exit_code == 1
-    assert r.stdout == ""
-    assert 'capture filter expressions ("udp port 9000") come with the observability work' in r.stderr
-    assert "not built yet" in r.stderr
+# `tcpdump -dd -y EN10MB udp port 9000` (libpcap 1.10): IPv6 or IPv4, UDP, either port.
+UDP_PORT_9000 = [
+    (0x28, 0, 0, 12), (0x15, 0, 6, 0x86DD), (0x30, 0, 0, 20), (0x15, 0, 15, 17),
+    (0x28, 0, 0, 54), (0x15, 12, 0, 9000), (0x28, 0, 0, 56), (0x15, 10, 11, 9000),
+    (0x15, 0, 10, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 8, 17), (0x28, 0, 0, 20),
+    (0x45, 6, 0, 0x1FFF), (0xB1, 0, 0, 14), (0x48, 0, 0, 14), (0x15, 2, 0, 9000),
+    (0x48, 0, 0, 16), (0x15, 0, 1, 9000), (0x06, 0, 0, 262144), (0x06, 0, 0, 0),
+]  # fmt: skip
+
+needs_tcpdump = pytest.mark.skipif(
+    shutil.which("tcpdump") is None, reason="tcpdump is not installed (scripts/bootstrap.sh installs it)"
+)
+
+
+@needs_tcpdump
+def test_filter_is_compiled_by_libpcap_and_run_by_the_tap(stack: Stack, frames: list[bytes]) -> None:
+    r = stack.run("tcpdump", "-i", "eth0", "-c", "1", "udp", "port", "9000")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "22:13:20.123456 IP 10.0.0.1.40000 > 10.0.0.2.9000: UDP, length 5\n"
+    [req] = stack.alice.sent("Capture")
+    assert req.device == "eth0" and req.count == 1
+    assert [(f.code, f.jt, f.jf, f.k) for f in req.filter] == UDP_PORT_9000
+    # "--" and the words of the expression reach tcpdump as they came
+    r = stack.run("tcpdump", "-i", "bob:eth0", "--", "udp port 9000")
+    assert r.exit_code == 0, r.output
+    assert [(f.code, f.jt, f.jf, f.k) for f in stack.bob.sent("Capture")[0].filter] == UDP_PORT_9000
+
+
+@needs_tcpdump
+def test_a_bad_filter_gets_tcpdumps_message_and_status(stack: Stack, frames: list[bytes]) -> None:
+    cases = [
+        (("udp", "port"), "tcpdump: can't parse filter expression: syntax error\n"),
+        (("udp", "port", "99999"), "tcpdump: illegal port number 99999 > 65535\n"),
+        (("ip6", "and", "ip"), "tcpdump: expression rejects all packets\n"),
+        (("nosuchword",), "tcpdump: can't parse filter expression: syntax error\n"),
+    ]
+    for expr, stderr in cases:
+        r = stack.run("tcpdump", "-i", "eth0", *expr)
+        assert (r.exit_code, r.stdout, r.stderr) == (1, "", stderr), expr
+    assert stack.alice.sent("Capture") == []
+    # the device is checked first, as tcpdump opens it before compiling
+    r = stack.run("tcpdump", "-i", "nope", "udp", "port")
+    assert r.stderr == "tcpdump: nope: No such device exists\n(No such device exists)\n"
+
+
+@needs_tcpdump
+def test_d_prints_the_compiled_program(stack: Stack) -> None:
+    r = stack.run("tcpdump", "-d", "-i", "eth0", "udp")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (
+        "(000) ldh      [12]\n"
+        "(001) jeq      #0x800           jt 2\tjf 4\n"
+        "(002) ldb      [23]\n"
+        "(003) jeq      #0x11            jt 10\tjf 11\n"
+        "(004) jeq      #0x86dd          jt 5\tjf 11\n"
+        "(005) ldb      [20]\n"
+        "(006) jeq      #0x11            jt 10\tjf 7\n"
+        "(007) jeq      #0x2c            jt 8\tjf 11\n"
+        "(008) ldb      [54]\n"
+        "(009) jeq      #0x11            jt 10\tjf 11\n"
+        "(010) ret      #262144\n"
+        "(011) ret      #0\n"
+    )
+    r = stack.run("tcpdump", "-ddd", "arp")
+    assert r.stdout == "4\n40 0 0 12\n21 0 1 2054\n6 0 0 262144\n6 0 0 0\n"
+    # the boundary's link type is raw IPv4: the protocol is at offset 9
+    r = stack.run("tcpdump", "-dd", "--layer", "ip-udp", "udp")
+    assert r.stdout == (
+        "{ 0x0, 0, 0, 0x00000000 },\n{ 0x30, 0, 0, 0x00000009 },\n{ 0x15, 0, 1, 0x00000011 },\n"
+        "{ 0x6, 0, 0, 0x00040000 },\n{ 0x6, 0, 0, 0x00000000 },\n"
+    )
     assert stack.alice.sent("Capture") == []
 
 
@@ -141,6 +206,13 @@ def test_option_errors(stack: Stack) -> None:
             ("-w", "/nonexistent/x.pcap", "-i", "eth0"),
             "tcpdump: /nonexistent/x.pcap: No such file or directory\n",
         ),
+        (("--layer", "nic-ip"), "tcpdump: nic-ip: no such layer boundary (there is: ip-udp)\n"),
+        (
+            ("--layer", "ip-udp", "-i", "eth0"),
+            "tcpdump: -i and --layer both say where to capture: give one\n",
+        ),
+        (("--layer",), "tcpdump: option '--layer' requires an argument\n"),
+        (("--pcapng=1",), "tcpdump: unrecognized option '--pcapng=1'\n"),
     ]
     for args, stderr in cases:
         r = stack.run("tcpdump", *args)
@@ -291,3 +363,87 @@ def test_ctrl_c_ends_cleanly_with_the_counts(stack: Stack, frames: list[bytes], 
     assert stderr == LISTENING + _summary(4)
     # the server saw the stream cancelled
     assert stack.alice.capture_done.wait(5)
+
+
+def _tshark(path: Path, *fields: str) -> list[list[str]]:
+    cmd = ["tshark", "-r", str(path), "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+@pytest.mark.skipif(
+    shutil.which("tshark") is None, reason="tshark is not installed (scripts/bootstrap.sh installs it)"
+)
+@pytest.mark.parametrize("how", [("-w", "cap.pcapng"), ("--pcapng", "-w", "cap.out")])
+def test_pcapng_has_an_interface_per_device_and_the_direction(
+    stack: Stack, tmp_path: Path, how: tuple[str, ...]
+) -> None:
+    fs = [F.udp_frame(), F.loopback_udp(), F.arp_request(), F.port_unreachable()]
+    stack.alice.frames = [
+        _capture(fs[0], 0),
+        _capture(fs[1], 1, device="lo", pkt_type=PACKET_HOST),
+        _capture(fs[2], 2, pkt_type=PACKET_BROADCAST),
+        _capture(fs[3], 3, pkt_type=PACKET_HOST),
+    ]
+    stack.alice.frames[3].dropped = 2
+    args = [a if a.startswith("-") else str(tmp_path / a) for a in how]
+    r = stack.run("tcpdump", "-i", "any", *args)
+    assert r.exit_code == 0, r.output
+    assert r.stderr == (
+        "tcpdump: listening on any, link-type EN10MB (Ethernet), snapshot length 262144 bytes\n"
+        + _summary(4, 2)
+    )
+    path = tmp_path / args[-1].rsplit("/", 1)[-1]
+    assert path.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # a section header block
+    rows = _tshark(
+        path,
+        "frame.interface_id",
+        "frame.interface_name",
+        "frame.interface_description",
+        "frame.time_epoch",
+        "frame.len",
+        "frame.packet_flags_direction",
+        "frame.packet_flags_reception_type",
+        "frame.drop_count",
+        "udp.srcport",
+        "udp.dstport",
+        "arp.dst.proto_ipv4",
+    )
+    t0s, t0ns = divmod(T0, 10**9)
+    ts = [f"{t0s}.{t0ns + i * 1_000_001:09d}" for i in range(4)]
+    desc = "host alice: device {} (packet taps)"
+    assert rows == [
+        ["0", "alice:eth0", desc.format("eth0"), ts[0], "47", "0x00000002", "0", "", "40000", "9000", ""],
+        ["1", "alice:lo", desc.format("lo"), ts[1], "71", "0x00000001", "1", "", "54095", "49410", ""],
+        ["0", "alice:eth0", desc.format("eth0"), ts[2], "42", "0x00000001", "3", "", "", "", "10.0.0.2"],
+        # the ICMP error's quoted datagram carries the ports; the tap lost 2 before it
+        ["0", "alice:eth0", desc.format("eth0"), ts[3], "71", "0x00000001", "1", "2", "40000", "9001", ""],
+    ]
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("tshark", "capinfos", "tcpdump")),
+    reason="tshark, capinfos and tcpdump are not installed (scripts/bootstrap.sh installs them)",
+)
+def test_pcapng_names_the_filter_and_real_tcpdump_reads_it(stack: Stack, tmp_path: Path) -> None:
+    stack.alice.frames = [_capture(F.udp_frame(), 0)]
+    path = tmp_path / "f.pcapng"
+    r = stack.run("tcpdump", "-i", "eth0", "-w", str(path), "udp", "port", "9000")
+    assert r.exit_code == 0, r.output
+    info = subprocess.run(
+        ["capinfos", str(path)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "Filter string = udp port 9000" in info
+    assert "Name = alice:eth0" in info
+    assert "Time precision = nanoseconds (9)" in info
+    real = subprocess.run(
+        ["tcpdump", "-n", "-r", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TZ": "UTC"},
+        check=True,
+    ).stdout
+    assert real == "22:13:20.123456 IP 10.0.0.1.40000 > 10.0.0.2.9000: UDP, length 5\n"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 
 def free_base() -> int:
-    """A base port whose 20 ports are all free (the launcher uses base+0..3, +10..13)."""
+    """A base port whose 20 ports, and the 20 metrics ports 1000 above them, are all free
+    (the launcher uses base+0..3, +10..13, and each of those + 1000)."""
     for _ in range(50):
         base = random.randrange(20000, 30000, 20)
         ok = True
-        for p in range(base, base + 20):
+        for p in (*range(base, base + 20), *range(base + 1000, base + 1020)):
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -332,10 +333,14 @@ def test_demo_profile_container_exits_0(compose: Compose) -> None:
     try:
         assert demo.wait(timeout=120)["StatusCode"] == 0, demo.logs().decode(errors="replace")
         logs = demo.logs().decode()
-        for host in ("alice", "bob"):
-            assert f"[{host}] recvfrom -> b'hello from the emulated stack' from ('127.0.0.1', " in logs
-        # Its `stackemu status`, by service name on the internal network.
-        assert "alice   socket   alice-socket:50103 -        SERVING" in logs
+        # `stackemu demo --host alice`, then `--host bob`: each sends 3 datagrams over
+        # the wire to the other, which receives them with their cmsgs.
+        for sender, receiver, peer in (("alice", "bob", "10.0.0.1"), ("bob", "alice", "10.0.0.2")):
+            assert f"stackemu demo: 3 UDP datagrams {sender} → {receiver} over the wire" in logs
+            assert f"  {receiver:<6} recvmsg() = b'hello {receiver} #3' from {peer}:" in logs
+        # Its `stackemu status`, by service name on the internal network (no metrics
+        # and no pids in a stack file).
+        assert re.search(r"\nalice +socket +alice-socket:50103 +- +- +SERVING\n", logs), logs
         assert demo.attrs["NetworkSettings"]["Networks"].keys() == {f"{PROJECT}_stack"}
     finally:
         demo.remove(force=True)

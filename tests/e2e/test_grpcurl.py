@@ -137,8 +137,8 @@ def test_describe_gives_every_rpc_of_the_socket_service(addr: str) -> None:
     assert sorted(lines[2:-1]) == sorted(expected)
     assert [line.split()[1] for line in lines[2:-1]] == [
         "Bind", "Close", "Connect", "ExitProcess", "Fcntl", "GetPeerName", "GetSockName", "GetSockOpt",
-        "KeepAlive", "OpenProcess", "Poll", "RecvMmsg", "RecvMsg", "SendMmsg", "SendMsg", "SetSockOpt",
-        "Shutdown", "Socket",
+        "KeepAlive", "ListProcesses", "OpenProcess", "Poll", "RecvMmsg", "RecvMsg", "SendMmsg", "SendMsg",
+        "SetSockOpt", "Shutdown", "Socket",
     ]  # fmt: skip
     pb = ".stackemu.socket.v1."
     assert f"  rpc Poll ( {pb}PollRequest ) returns ( stream {pb}PollResponse );" in lines
