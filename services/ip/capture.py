@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
 
-from services.core.bpf import AncillaryData, BpfProg, SockFilter, bpf_prepare_filter, run_filter
+from services.core import tap as core_tap
+from services.core.bpf import AncillaryData, BpfProg, run_filter
 from services.core.skbuff import SkBuff
+from services.core.tap import TAP_QUEUE, TapSet, captured
+from services.core.tap import filter_from_proto as filter_from_proto
 from services.core.wire.ethernet import ETH_P_IP
 from services.core.wire.ipv4 import IPPROTO_UDP, IPPROTO_UDPLITE
 from stackemu.ip.v1 import ip_pb2
-from stackemu.nic.v1 import nic_pb2
-
-# A queue of this many packets per reader, as the NIC's taps.
-TAP_QUEUE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +45,6 @@ class Crossed:
     gso_segs: int
 
 
-def filter_from_proto(insns: Iterable[nic_pb2.SockFilter]) -> BpfProg | None:
-    """The tap's program: None for none, else checked and compiled; ValueError for a
-    field wider than struct sock_filter's and OSError(EINVAL) for what
-    bpf_prepare_filter refuses."""
-    prog = [SockFilter(f.code, f.jt, f.jf, f.k) for f in insns]
-    if not prog:
-        return None
-    for pc, f in enumerate(prog):
-        if f.code > 0xFFFF or f.jt > 0xFF or f.jf > 0xFF:
-            raise ValueError(f"bpf: insn {pc}: a field too wide for struct sock_filter")
-    return bpf_prepare_filter(prog)
-
-
 def boundary_filter(prog: BpfProg, c: Crossed) -> bool:
     """The program over the packet from its IPv4 header (offset 0 is the network
     header, there is no MAC header: libpcap's LINKTYPE_IPV4 code loads nothing below
@@ -68,37 +53,12 @@ def boundary_filter(prog: BpfProg, c: Crossed) -> bool:
     return run_filter(prog, c.packet, 0, len(c.packet), 0, None, anc) != 0
 
 
-class BoundaryTap:
+class BoundaryTap(core_tap.Tap[Crossed]):
     def __init__(self, wake: Callable[[], None], limit: int = TAP_QUEUE, prog: BpfProg | None = None) -> None:
-        self.q: deque[Crossed] = deque()
-        self.limit = limit
-        self.dropped = 0
-        self.prog = prog
-        self._wake = wake
-
-    def offer(self, c: Crossed) -> None:
-        if self.prog is not None and not boundary_filter(self.prog, c):
-            return
-        if len(self.q) >= self.limit:
-            self.dropped += 1
-            return
-        self.q.append(c)
-        self._wake()
+        super().__init__(wake, None if prog is None else lambda c: boundary_filter(prog, c), limit)
 
 
-class BoundaryTaps:
-    def __init__(self) -> None:
-        self.taps: list[BoundaryTap] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.taps)
-
-    def add(self, tap: BoundaryTap) -> None:
-        self.taps.append(tap)
-
-    def remove(self, tap: BoundaryTap) -> None:
-        self.taps.remove(tap)
-
+class BoundaryTaps(TapSet[Crossed]):
     def deliver(self, skb: SkBuff, pkt_type: int, ifindex: int) -> None:
         """`skb` crosses the boundary: its network header is the IPv4 header, data is
         at it (going down) or at the UDP header (going up)."""
@@ -106,9 +66,9 @@ class BoundaryTaps:
         if protocol not in (IPPROTO_UDP, IPPROTO_UDPLITE):
             return
         packet = bytes(skb.head[skb.network_header : skb.data]) + skb.payload()
-        c = Crossed(time.time_ns(), pkt_type, ifindex, packet, skb.ip_summed, skb.gso_size, skb.gso_segs)
-        for tap in self.taps:
-            tap.offer(c)
+        self.offer(
+            Crossed(time.time_ns(), pkt_type, ifindex, packet, skb.ip_summed, skb.gso_size, skb.gso_segs)
+        )
 
 
 async def boundary_capture(
@@ -125,23 +85,17 @@ async def boundary_capture(
     tap = BoundaryTap(wake.set, prog=prog)
     taps.add(tap)
     await context.send_initial_metadata(())
-    sent = 0
     try:
-        while not request.count or sent < request.count:
-            await wake.wait()
-            wake.clear()
-            while tap.q and (not request.count or sent < request.count):
-                c = tap.q.popleft()
-                sent += 1
-                yield ip_pb2.CaptureResponse(
-                    tstamp=c.tstamp,
-                    pkt_type=c.pkt_type,
-                    ifindex=c.ifindex,
-                    packet=c.packet,
-                    dropped=tap.dropped,
-                    ip_summed=c.ip_summed,
-                    gso_size=c.gso_size,
-                    gso_segs=c.gso_segs,
-                )
+        async for c in captured(tap, wake, request.count):
+            yield ip_pb2.CaptureResponse(
+                tstamp=c.tstamp,
+                pkt_type=c.pkt_type,
+                ifindex=c.ifindex,
+                packet=c.packet,
+                dropped=tap.dropped,
+                ip_summed=c.ip_summed,
+                gso_size=c.gso_size,
+                gso_segs=c.gso_segs,
+            )
     finally:
         taps.remove(tap)

@@ -11,15 +11,13 @@ frame it refuses costs the reader nothing and is not a drop.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.core.bpf import AncillaryData, BpfProg, SockFilter, bpf_prepare_filter, run_filter
-from stackemu.nic.v1 import nic_pb2
-
-# A capture ring of this many frames per reader.
-TAP_QUEUE = 4096
+from services.core import tap as core_tap
+from services.core.bpf import AncillaryData, BpfProg, run_filter
+from services.core.tap import TAP_QUEUE, TapSet
+from services.core.tap import filter_from_proto as filter_from_proto
 
 ETH_HLEN = 14
 # include/uapi/linux/if_arp.h
@@ -33,19 +31,6 @@ class Captured:
     tstamp: int
     pkt_type: int
     frame: bytes
-
-
-def filter_from_proto(insns: Iterable[nic_pb2.SockFilter]) -> BpfProg | None:
-    """SO_ATTACH_FILTER on the tap's packet socket: None for no program, else the
-    checked and compiled one; ValueError for a field wider than struct sock_filter's
-    and OSError(EINVAL) for what bpf_prepare_filter refuses."""
-    prog = [SockFilter(f.code, f.jt, f.jf, f.k) for f in insns]
-    if not prog:
-        return None
-    for pc, f in enumerate(prog):
-        if f.code > 0xFFFF or f.jt > 0xFF or f.jf > 0xFF:
-            raise ValueError(f"bpf: insn {pc}: a field too wide for struct sock_filter")
-    return bpf_prepare_filter(prog)
 
 
 def tap_filter(prog: BpfProg, c: Captured, hatype: int) -> bool:
@@ -63,7 +48,10 @@ def tap_filter(prog: BpfProg, c: Captured, hatype: int) -> bool:
     return run_filter(prog, frame, 0, len(frame), ETH_HLEN, 0, anc) != 0
 
 
-class Tap:
+class Tap(core_tap.Tap[Captured]):
+    """A packet socket's tap on one device (ifindex 0: every device, tcpdump -i any),
+    with its filter run as packet_rcv() runs it."""
+
     def __init__(
         self,
         ifindex: int,
@@ -72,41 +60,15 @@ class Tap:
         prog: BpfProg | None = None,
         hatype: Callable[[int], int] = lambda ifindex: ARPHRD_ETHER,
     ) -> None:
-        # ifindex 0: every device (tcpdump -i any).
+        def accept(c: Captured) -> bool:
+            if ifindex and c.ifindex != ifindex:
+                return False
+            return prog is None or tap_filter(prog, c, hatype(c.ifindex))
+
+        super().__init__(wake, accept, limit)
         self.ifindex = ifindex
-        self.q: deque[Captured] = deque()
-        self.limit = limit
-        self.dropped = 0
-        self.prog = prog
-        self.hatype = hatype
-        self._wake = wake
-
-    def offer(self, c: Captured) -> None:
-        if self.ifindex and c.ifindex != self.ifindex:
-            return
-        if self.prog is not None and not tap_filter(self.prog, c, self.hatype(c.ifindex)):
-            return
-        if len(self.q) >= self.limit:
-            self.dropped += 1
-            return
-        self.q.append(c)
-        self._wake()
 
 
-class Taps:
-    def __init__(self) -> None:
-        self.taps: list[Tap] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.taps)
-
-    def add(self, tap: Tap) -> None:
-        self.taps.append(tap)
-
-    def remove(self, tap: Tap) -> None:
-        self.taps.remove(tap)
-
+class Taps(TapSet[Captured]):
     def deliver(self, ifindex: int, tstamp: int, pkt_type: int, frame: bytes) -> None:
-        c = Captured(ifindex, tstamp, pkt_type, frame)
-        for tap in self.taps:
-            tap.offer(c)
+        self.offer(Captured(ifindex, tstamp, pkt_type, frame))

@@ -19,8 +19,9 @@ from services.core.metrics import ETHTOOL_GAUGES, SOFTNET_GAUGES, Collector, Dro
 from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus
 from services.core.skbuff import SkBuff, trace_from_proto, trace_to_proto
 from services.core.stream import AttachGate, BatchQueue
+from services.core.tap import captured, filter_from_proto
 from services.core.trace import ring_to_proto
-from services.nic.capture import ARPHRD_ETHER, ARPHRD_LOOPBACK, Tap, filter_from_proto
+from services.nic.capture import ARPHRD_ETHER, ARPHRD_LOOPBACK, Tap
 from services.nic.control import NicControl, ethtool_stats, link_to_proto
 from services.nic.device import KIND_TAP, KIND_WIRE, NetDevice
 from services.nic.layer import NicLayer
@@ -300,22 +301,16 @@ class NicServicer(NicControl):
         # Tell the caller the tap is in place (tcpdump says "listening on" only then).
         await context.send_initial_metadata(())
         names = {d.ifindex: d.name for d in self.layer.devices.values()}
-        sent = 0
         try:
-            while not request.count or sent < request.count:
-                await wake.wait()
-                wake.clear()
-                while tap.q and (not request.count or sent < request.count):
-                    c = tap.q.popleft()
-                    sent += 1
-                    yield nic_pb2.CaptureResponse(
-                        ifindex=c.ifindex,
-                        device=names.get(c.ifindex, ""),
-                        tstamp=c.tstamp,
-                        pkt_type=c.pkt_type,
-                        frame=c.frame,
-                        dropped=tap.dropped,
-                    )
+            async for c in captured(tap, wake, request.count):
+                yield nic_pb2.CaptureResponse(
+                    ifindex=c.ifindex,
+                    device=names.get(c.ifindex, ""),
+                    tstamp=c.tstamp,
+                    pkt_type=c.pkt_type,
+                    frame=c.frame,
+                    dropped=tap.dropped,
+                )
         finally:
             self.layer.taps.remove(tap)
 
