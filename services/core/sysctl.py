@@ -777,3 +777,34 @@ class Sysctl:
                 callbacks.remove(callback)
 
         return unwatch
+
+
+def get_sysctls(
+    sysctl: Sysctl, names: Sequence[str], own: Callable[[str], bool], every: Sequence[str], where: str
+) -> tuple[int, str, dict[str, str]]:
+    """A layer's GetSysctl: the values of `names` (every one the layer has when none is
+    named), as /proc/sys shows them; ENOENT for a name the layer (`own`) has not, the
+    read's errno for one that fails. (errno, message, values)."""
+    values: dict[str, str] = {}
+    for name in list(names) or every:
+        if not own(name):
+            return errno.ENOENT, f"no sysctl {name!r} in {where}", {}
+        try:
+            values[name] = sysctl.get_str(name)
+        except OSError as err:
+            return err.errno or errno.EINVAL, str(err), {}
+    return 0, "", values
+
+
+def set_sysctl(
+    sysctl: Sysctl, name: str, value: str, own: Callable[[str], bool], where: str
+) -> tuple[int, str]:
+    """A layer's SetSysctl: ENOENT for a name the layer has not, else the write's
+    errno (EINVAL for a value /proc/sys refuses). (errno, message)."""
+    if not own(name):
+        return errno.ENOENT, f"no sysctl {name!r} in {where}"
+    try:
+        sysctl.set(name, value)
+    except OSError as err:
+        return err.errno or errno.EINVAL, str(err)
+    return 0, ""

@@ -12,7 +12,7 @@ import grpc
 
 from services.core import errno
 from services.core.skbuff import dst_to_proto
-from services.core.sysctl import SYSCTLS
+from services.core.sysctl import SYSCTLS, get_sysctls, set_sysctl
 from services.ip.fib import (
     RT_TABLE_MAIN,
     RTNH_F_ONLINK,
@@ -366,27 +366,15 @@ class IpControl(ip_pb2_grpc.IpServiceServicer):
     async def GetSysctl(
         self, request: ip_pb2.GetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> ip_pb2.GetSysctlResponse:
-        sysctl = self.layer.sysctl
-        own = set(ip_sysctl_names())
-        names = list(request.names) or sorted(own)
-        values = {}
-        for name in names:
-            if name not in own:
-                return ip_pb2.GetSysctlResponse(
-                    errno=errno.ENOENT, message=f"no sysctl {name!r} in the IP layer"
-                )
-            values[name] = sysctl.get_str(name)
-        return ip_pb2.GetSysctlResponse(values=values)
+        own = ip_sysctl_names()
+        code, message, values = get_sysctls(
+            self.layer.sysctl, request.names, set(own).__contains__, own, "the IP layer"
+        )
+        return ip_pb2.GetSysctlResponse(errno=code, message=message, values=values)
 
     async def SetSysctl(
         self, request: ip_pb2.SetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> ip_pb2.SetSysctlResponse:
-        if request.name not in ip_sysctl_names():
-            return ip_pb2.SetSysctlResponse(
-                errno=errno.ENOENT, message=f"no sysctl {request.name!r} in the IP layer"
-            )
-        try:
-            self.layer.sysctl.set(request.name, request.value)
-        except OSError as err:
-            return ip_pb2.SetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
-        return ip_pb2.SetSysctlResponse()
+        own = set(ip_sysctl_names()).__contains__
+        code, message = set_sysctl(self.layer.sysctl, request.name, request.value, own, "the IP layer")
+        return ip_pb2.SetSysctlResponse(errno=code, message=message)

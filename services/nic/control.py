@@ -9,6 +9,7 @@ from typing import TypedDict
 import grpc
 
 from services.core import errno
+from services.core.sysctl import get_sysctls, set_sysctl
 from services.core.tstamp import (
     SOF_TIMESTAMPING_RAW_HARDWARE,
     SOF_TIMESTAMPING_RX_HARDWARE,
@@ -31,6 +32,10 @@ HW_TS = SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RX_HARDWARE | SOF_TIMEST
 
 # The sysctls the NIC layer reads.
 NIC_SYSCTL_PREFIX = "net.core."
+
+
+def _nic_sysctl(name: str) -> bool:
+    return name.startswith(NIC_SYSCTL_PREFIX)
 
 
 def link_to_proto(layer: NicLayer, dev: NetDevice) -> nic_pb2.Link:
@@ -394,27 +399,15 @@ class NicControl(nic_pb2_grpc.NicServiceServicer):
         self, request: nic_pb2.GetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> nic_pb2.GetSysctlResponse:
         sysctl = self.layer.sysctl
-        names = list(request.names) or sysctl.names(NIC_SYSCTL_PREFIX)
-        values = {}
-        for name in names:
-            if not name.startswith(NIC_SYSCTL_PREFIX):
-                return nic_pb2.GetSysctlResponse(errno=errno.ENOENT, message=f"no sysctl {name!r} in the NIC")
-            try:
-                values[name] = sysctl.get_str(name)
-            except OSError as err:
-                return nic_pb2.GetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
-        return nic_pb2.GetSysctlResponse(values=values)
+        code, message, values = get_sysctls(
+            sysctl, request.names, _nic_sysctl, sysctl.names(NIC_SYSCTL_PREFIX), "the NIC"
+        )
+        return nic_pb2.GetSysctlResponse(errno=code, message=message, values=values)
 
     async def SetSysctl(
         self, request: nic_pb2.SetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> nic_pb2.SetSysctlResponse:
-        if not request.name.startswith(NIC_SYSCTL_PREFIX):
-            return nic_pb2.SetSysctlResponse(
-                errno=errno.ENOENT, message=f"no sysctl {request.name!r} in the NIC"
-            )
-        try:
-            self.layer.sysctl.set(request.name, request.value)
-        except OSError as err:
-            return nic_pb2.SetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
-        self.changed()
-        return nic_pb2.SetSysctlResponse()
+        code, message = set_sysctl(self.layer.sysctl, request.name, request.value, _nic_sysctl, "the NIC")
+        if not code:
+            self.changed()
+        return nic_pb2.SetSysctlResponse(errno=code, message=message)

@@ -18,7 +18,7 @@ from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
 from services.core.snmp import to_flat_dict
 from services.core.socket_uapi import MSG_DONTWAIT, MSG_ERRQUEUE
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
-from services.core.sysctl import SYSCTLS
+from services.core.sysctl import SYSCTLS, get_sysctls, set_sysctl
 from services.core.trace import ring_to_proto
 from services.core.wire.ipv4 import ip_to_str
 from services.ip.sockglue import RecvMsg
@@ -404,27 +404,17 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         self, request: udp_pb2.GetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> udp_pb2.GetSysctlResponse:
         own = udp_sysctl_names()
-        values = {}
-        for name in list(request.names) or own:
-            if name not in own:
-                return udp_pb2.GetSysctlResponse(
-                    errno=errno.ENOENT, message=f"no sysctl {name!r} in the UDP layer"
-                )
-            values[name] = self.layer.sysctl.get_str(name)
-        return udp_pb2.GetSysctlResponse(values=values)
+        code, message, values = get_sysctls(
+            self.layer.sysctl, request.names, set(own).__contains__, own, "the UDP layer"
+        )
+        return udp_pb2.GetSysctlResponse(errno=code, message=message, values=values)
 
     async def SetSysctl(
         self, request: udp_pb2.SetSysctlRequest, context: grpc.aio.ServicerContext
     ) -> udp_pb2.SetSysctlResponse:
-        if request.name not in udp_sysctl_names():
-            return udp_pb2.SetSysctlResponse(
-                errno=errno.ENOENT, message=f"no sysctl {request.name!r} in the UDP layer"
-            )
-        try:
-            self.layer.sysctl.set(request.name, request.value)
-        except OSError as err:
-            return udp_pb2.SetSysctlResponse(errno=err.errno or errno.EINVAL, message=str(err))
-        return udp_pb2.SetSysctlResponse()
+        own = set(udp_sysctl_names()).__contains__
+        code, message = set_sysctl(self.layer.sysctl, request.name, request.value, own, "the UDP layer")
+        return udp_pb2.SetSysctlResponse(errno=code, message=message)
 
 
 def udp_sysctl_names() -> list[str]:
