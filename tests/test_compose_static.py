@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from stackemu import cli, state
-from stackemu.topology import HOSTS, LAYERS, ports
+from stackemu.topology import HOSTS, LAYERS, metrics_port, ports
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -63,14 +63,17 @@ def test_services_match_the_launchers_topology(config: dict[str, Any]) -> None:
             assert svc["command"] == ["python", "-m", f"services.{layer}"]
             assert env["STACKEMU_HOSTNAME"] == h.name
             assert env["STACKEMU_LISTEN"] == f"0.0.0.0:{port}"
+            # The Prometheus endpoint on the gRPC port + 1000, as `stackemu up` gives it.
+            assert env["STACKEMU_METRICS"] == f"0.0.0.0:{metrics_port(port)}"
             assert svc["ports"] == [
                 {
                     "mode": "ingress",
                     "host_ip": "127.0.0.1",
-                    "target": port,
-                    "published": str(port),
+                    "target": p,
+                    "published": str(p),
                     "protocol": "tcp",
                 }
+                for p in (port, metrics_port(port))
             ]
             assert svc["restart"] == "unless-stopped"
             assert svc["image"] == "stackemu:latest"
@@ -89,6 +92,8 @@ def test_services_match_the_launchers_topology(config: dict[str, Any]) -> None:
         assert nic["STACKEMU_LINKS"] == h.links()
         assert nic["STACKEMU_WIRES"] == f"eth0={h.peer}-nic:{layout[h.peer]['nic']}/eth0"
         assert services[f"{h.name}-ip"]["environment"]["STACKEMU_ADDRS"] == h.addrs()
+    # The numbers README's examples use (curl 127.0.0.1:51112/metrics).
+    assert services["bob-udp"]["environment"]["STACKEMU_METRICS"] == "0.0.0.0:51112"
     assert config["networks"]["stack"]["internal"] is True
     demo = services["demo"]
     assert demo["profiles"] == ["demo"]
@@ -105,7 +110,13 @@ def test_stack_files_name_the_published_and_the_internal_addresses(name: str, ho
     layout = ports(50100)
     data = json.loads((REPO / "compose" / name).read_text())
     assert data["hosts"] == {
-        h.name: {layer: {"addr": f"{host_of(h.name, layer)}:{layout[h.name][layer]}"} for layer in LAYERS}
+        h.name: {
+            layer: {
+                "addr": f"{host_of(h.name, layer)}:{layout[h.name][layer]}",
+                "metrics": f"{host_of(h.name, layer)}:{metrics_port(layout[h.name][layer])}",
+            }
+            for layer in LAYERS
+        }
         for h in HOSTS
     }
 

@@ -1,9 +1,10 @@
 """The Kubernetes manifests in k8s/ (issue 7, item 4): valid against the API schemas of
 Kubernetes 1.27 and 1.37 (offline, strict), every container probed over gRPC and
 locked down, every service given the configuration it needs for the topology of
-stackemu/topology.py, only the wire and the socket services reachable across pods; and
-the Pods' containers, run as the manifests say in two network namespaces standing in for
-two Pods, make the two hosts of DESIGN.md."""
+stackemu/topology.py, only the wire, the socket services and the metrics ports reachable
+across pods; and the Pods' containers, run as the manifests say in two network
+namespaces standing in for two Pods, make the two hosts of DESIGN.md and serve their
+metrics to the other Pod."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
+from prometheus_client.parser import text_string_to_metric_families
 
-from stackemu.topology import DEFAULT_BASE_PORT, HOSTS, LAYERS, ports
+from stackemu.topology import DEFAULT_BASE_PORT, HOSTS, LAYERS, metrics_port, ports
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -108,7 +110,10 @@ def test_schemas_strict(version: str) -> None:
         ("Namespace", "stackemu"),
         *(("Deployment", h.name) for h in HOSTS),
         *(("Service", f"{h.name}-{layer}") for h in HOSTS for layer in CLIENT_LAYERS),
-        *(("NetworkPolicy", f"stackemu-{n}") for n in ("default-deny", "wire", "dns", "socket-clients")),
+        *(
+            ("NetworkPolicy", f"stackemu-{n}")
+            for n in ("default-deny", "wire", "dns", "socket-clients", "metrics")
+        ),
     }
     for r in resources:
         # Offline: the schemas ship inside the package.
@@ -175,11 +180,14 @@ def test_pod_security(host: str) -> None:
 def test_grpc_probes_on_each_services_port(host: str) -> None:
     for layer, c in _containers(host).items():
         port = PORTS[host][layer]
-        # NetworkPolicy names the ports: the same names in every host's Pod.
+        # NetworkPolicy names the ports: the same names in every host's Pod. The
+        # Prometheus endpoint is on the gRPC port + 1000, as `stackemu up` gives it.
         assert [(p["name"], p["containerPort"], p["protocol"]) for p in c["ports"]] == [
-            (f"grpc-{layer}", port, "TCP")
+            (f"grpc-{layer}", port, "TCP"),
+            (f"metrics-{layer}", metrics_port(port), "TCP"),
         ], layer
         assert _env(c)["STACKEMU_LISTEN"] == f"0.0.0.0:{port}", layer
+        assert _env(c)["STACKEMU_METRICS"] == f"0.0.0.0:{metrics_port(port)}", layer
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             # kubelet's native gRPC probe: grpc.health.v1 Check on the service's port,
             # which serve() answers SERVING once the service reached its neighbour.
@@ -189,6 +197,31 @@ def test_grpc_probes_on_each_services_port(host: str) -> None:
         # after startup succeeded, and startup gives it a minute.
         startup = c["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] == 60, layer
+
+
+def test_metrics_ports_and_scrape_annotations() -> None:
+    """Every container's metrics port, by number and name; the Pods say scrape /metrics
+    and name no port (one annotation cannot name four), so a job keeps the ports whose
+    name matches metrics-.+, which are exactly these."""
+    assert {
+        (h.name, p["name"], p["containerPort"])
+        for h in HOSTS
+        for c in _containers(h.name).values()
+        for p in c["ports"]
+        if re.fullmatch("metrics-.+", p["name"])
+    } == {
+        ("alice", "metrics-nic", 51100),
+        ("alice", "metrics-ip", 51101),
+        ("alice", "metrics-udp", 51102),
+        ("alice", "metrics-socket", 51103),
+        ("bob", "metrics-nic", 51110),
+        ("bob", "metrics-ip", 51111),
+        ("bob", "metrics-udp", 51112),
+        ("bob", "metrics-socket", 51113),
+    }
+    for h in HOSTS:
+        template = _by("Deployment")[h.name]["spec"]["template"]["metadata"]
+        assert template["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
 
 
 def _documented(layer: str) -> set[str]:
@@ -244,9 +277,16 @@ def test_port_forwards_match_the_compose_stack_file() -> None:
     """`kubectl port-forward` of each Pod's ports to the same local numbers gives the
     addresses compose/stack.json names, so STACKEMU_STACK_FILE serves both."""
     stack = json.loads((ROOT / "compose" / "stack.json").read_text())["hosts"]
-    assert {h: {layer: s["addr"] for layer, s in svcs.items()} for h, svcs in stack.items()} == {
-        h: {layer: f"127.0.0.1:{port}" for layer, port in layers.items()} for h, layers in PORTS.items()
+    assert {
+        h: {layer: (s["addr"], s["metrics"]) for layer, s in svcs.items()} for h, svcs in stack.items()
+    } == {
+        h: {layer: (f"127.0.0.1:{port}", f"127.0.0.1:{metrics_port(port)}") for layer, port in layers.items()}
+        for h, layers in PORTS.items()
     }
+    for h in HOSTS:
+        for c in _containers(h.name).values():
+            forwarded = {p["containerPort"] for p in c["ports"]}
+            assert forwarded == {int(a.rsplit(":", 1)[1]) for a in stack[h.name][c["name"]].values()}
 
 
 @pytest.mark.parametrize("host", [h.name for h in HOSTS])
@@ -293,11 +333,19 @@ def test_network_policy_keeps_the_layers_internal() -> None:
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     host_pod = {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "host"}}}
     client_pod = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"stackemu/client": "true"}}}
+    # Prometheus: a pod so labelled in any namespace, or any pod of a namespace so labelled.
+    scraper_pod = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"stackemu/metrics": "true"}}}
+    scraper_ns = {"namespaceSelector": {"matchLabels": {"stackemu/metrics": "true"}}}
     for host in (h.name for h in HOSTS):
         labels = _by("Deployment")[host]["spec"]["template"]["metadata"]["labels"]
         assert _allowed_ingress(labels) == {
             ("grpc-nic", yaml.safe_dump(host_pod, sort_keys=True)),
             ("grpc-socket", yaml.safe_dump(client_pod, sort_keys=True)),
+            *(
+                (f"metrics-{layer}", yaml.safe_dump(peer, sort_keys=True))
+                for layer in LAYERS
+                for peer in (scraper_pod, scraper_ns)
+            ),
         }
     egress = [
         (port["port"], port["protocol"], rule.get("to"))
@@ -382,6 +430,15 @@ SEND = textwrap.dedent(
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("10.0.0.1", 40000))
     print(s.sendto(sys.argv[1].encode(), ("10.0.0.2", 9000)))
+    """
+)
+# Prometheus in another Pod: GET /metrics on a Pod's address and metrics port.
+SCRAPE = textwrap.dedent(
+    """
+    import sys, urllib.request
+    with urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5) as resp:
+        print(resp.status, resp.headers["Content-Type"])
+        sys.stdout.write(resp.read().decode())
     """
 )
 
@@ -492,10 +549,30 @@ def _exchange(pods: Pods, text: str) -> str:
     return got
 
 
+def _scrape(pods: Pods, scraper: str, host: str, layer: str) -> dict[str, float]:
+    """host's layer's own samples (labels host and service alone), scraped from the Pod
+    of scraper through the container's metrics port."""
+    proc = pods.run(scraper, SCRAPE, f"{POD_ADDR[host]}:{metrics_port(PORTS[host][layer])}")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    status, _, text = out.partition("\n")
+    assert status.startswith("200 text/plain"), status
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels == {"host": host, "service": layer}
+    }
+
+
 @pytest.mark.slow
 def test_pods_as_the_manifests_say_make_the_two_hosts(pods: Pods) -> None:
     pods.wait_ready()
     assert _exchange(pods, "hello over the wire") == "hello over the wire 10.0.0.1 40000\n"
+    # Each side's metrics, from the other Pod: one datagram out of alice's UDP layer,
+    # one read by bob's (udp_recvmsg counts UdpInDatagrams).
+    assert _scrape(pods, "bob", "alice", "udp")["stackemu_snmp_UdpOutDatagrams_total"] == 1
+    assert _scrape(pods, "alice", "bob", "udp")["stackemu_snmp_UdpInDatagrams_total"] == 1
     # kubelet restarts a container that died; its neighbours and the wire reconnect.
     pods.kill("bob", "nic")
     pods.start("bob", "nic")

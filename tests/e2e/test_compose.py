@@ -6,7 +6,8 @@ would drive Docker's on a user's machine.
 One stack for the module, in order: every container becomes healthy through the image's
 gRPC health check, the CLI and the drop-in reach it through compose/stack.json, the
 `demo` profile's one-shot container exits 0, alice and bob exchange datagrams over the
-wire, a killed service's container is restarted by its policy and the stack recovers.
+wire and alice-udp's published metrics port counts them, a killed service's container is
+restarted by its policy and the stack recovers, its counters starting again from zero.
 Then everything comes down and the firewall is as it was (netavark leaves its
 iptables chains and net.ipv4.ip_forward=1 behind; this removes and restores them).
 
@@ -26,14 +27,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from stackemu.topology import HOSTS, LAYERS
+from stackemu.topology import HOSTS, LAYERS, metrics_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -57,6 +60,8 @@ SERVICES = [f"{h.name}-{layer}" for h in HOSTS for layer in LAYERS]
 PORTS = {
     f"{h.name}-{layer}": 50100 + 10 * i + j for i, h in enumerate(HOSTS) for j, layer in enumerate(LAYERS)
 }
+# Each service's Prometheus endpoint (STACKEMU_METRICS): its gRPC port + 1000.
+METRICS_PORTS = {service: metrics_port(port) for service, port in PORTS.items()}
 # What compose-up.sh's podman needs; runc because its containers.conf names runc as the
 # runtime but it installs only podman (which brings crun).
 PACKAGES = {"podman": "podman", "debootstrap": "debootstrap", "runc": "runc"}
@@ -243,7 +248,11 @@ def compose() -> Iterator[Compose]:
         pytest.skip(reason)
     import docker  # type: ignore[import-untyped]
 
-    busy = [p for p in PORTS.values() if _run("ss", "-Hltn", f"sport = :{p}").stdout.strip()]
+    busy = [
+        p
+        for p in [*PORTS.values(), *METRICS_PORTS.values()]
+        if _run("ss", "-Hltn", f"sport = :{p}").stdout.strip()
+    ]
     if busy:
         pytest.fail(
             f"ports {busy} are in use (a `stackemu up` on the default ports?): docker-compose.yml needs them"
@@ -292,9 +301,9 @@ def test_every_container_becomes_healthy(compose: Compose) -> None:
         port = PORTS[service]
         assert c.attrs["State"]["Health"]["Log"][-1]["Output"].strip() == f"127.0.0.1:{port}: SERVING"
         assert c.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-        # Published on loopback only, each on its own port.
+        # Published on loopback only, each on its own port: gRPC and metrics.
         assert c.attrs["HostConfig"]["PortBindings"] == {
-            f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+            f"{p}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(p)}] for p in (port, METRICS_PORTS[service])
         }
         assert sorted(c.attrs["NetworkSettings"]["Networks"]) == [f"{PROJECT}_edge", f"{PROJECT}_stack"]
     stack = compose.client.networks.get(f"{PROJECT}_stack")
@@ -306,8 +315,14 @@ def test_cli_reaches_the_stack_through_compose_stack_json(compose: Compose) -> N
     status = _run(sys.executable, "-m", "stackemu", "status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     rows = json.loads(status.stdout)
-    assert [(r["host"], r["service"], r["addr"], r["health"]) for r in rows] == [
-        (h.name, layer, f"127.0.0.1:{PORTS[f'{h.name}-{layer}']}", "SERVING")
+    assert [(r["host"], r["service"], r["addr"], r["metrics"], r["health"]) for r in rows] == [
+        (
+            h.name,
+            layer,
+            f"127.0.0.1:{PORTS[f'{h.name}-{layer}']}",
+            f"127.0.0.1:{METRICS_PORTS[f'{h.name}-{layer}']}",
+            "SERVING",
+        )
         for h in HOSTS
         for layer in LAYERS
     ]
@@ -338,9 +353,9 @@ def test_demo_profile_container_exits_0(compose: Compose) -> None:
         for sender, receiver, peer in (("alice", "bob", "10.0.0.1"), ("bob", "alice", "10.0.0.2")):
             assert f"stackemu demo: 3 UDP datagrams {sender} → {receiver} over the wire" in logs
             assert f"  {receiver:<6} recvmsg() = b'hello {receiver} #3' from {peer}:" in logs
-        # Its `stackemu status`, by service name on the internal network (no metrics
-        # and no pids in a stack file).
-        assert re.search(r"\nalice +socket +alice-socket:50103 +- +- +SERVING\n", logs), logs
+        # Its `stackemu status`, by service name on the internal network (no pids in a
+        # stack file).
+        assert re.search(r"\nalice +socket +alice-socket:50103 +alice-socket:51103 +- +SERVING\n", logs), logs
         assert demo.attrs["NetworkSettings"]["Networks"].keys() == {f"{PROJECT}_stack"}
     finally:
         demo.remove(force=True)
@@ -370,10 +385,36 @@ def _exchange() -> tuple[str, str]:
             echo.wait()
 
 
+def _udp_counters(service: str) -> dict[str, float]:
+    """service's SNMP counters from its published metrics port, at the address
+    compose/stack.json gives (never through a proxy)."""
+    host, layer = service.split("-")
+    addr = json.loads(STACK_FILE.read_text())["hosts"][host][layer]["metrics"]
+    assert addr == f"127.0.0.1:{METRICS_PORTS[service]}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{addr}/metrics", timeout=10) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    return {
+        s.name.removeprefix("stackemu_snmp_").removesuffix("_total"): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("stackemu_snmp_Udp") and s.labels == {"host": host, "service": layer}
+    }
+
+
 def test_alice_and_bob_exchange_from_outside(compose: Compose) -> None:
+    before = _udp_counters("alice-udp")
     sent, echoed = _exchange()
     assert sent == "HELLO BOB 10.0.0.2 9000\n"
     assert echoed == "10.0.0.1 9\n"
+    # alice's UDP layer, scraped on its published port: the datagram it sent, the echo
+    # it read (udp_recvmsg counts InDatagrams), nothing else.
+    after = _udp_counters("alice-udp")
+    assert {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} == {
+        "UdpOutDatagrams": 1,
+        "UdpInDatagrams": 1,
+    }
 
 
 def _wait_attached(host: str) -> list[str]:
@@ -417,6 +458,9 @@ def test_a_killed_service_is_restarted_and_the_stack_recovers(compose: Compose) 
     sent, echoed = _exchange()
     assert sent == "HELLO BOB 10.0.0.2 9000\n"
     assert echoed == "10.0.0.1 9\n"
+    # A new process: its metrics endpoint is back, its counters count from zero.
+    counters = _udp_counters("alice-udp")
+    assert {k: v for k, v in counters.items() if v} == {"UdpOutDatagrams": 1, "UdpInDatagrams": 1}
     # Only the killed one restarted.
     assert {s: compose.container(s).attrs["RestartCount"] for s in SERVICES if s != "alice-udp"} == {
         s: 0 for s in SERVICES if s != "alice-udp"
