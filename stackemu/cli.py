@@ -8,7 +8,7 @@ import sys
 import click
 
 from stackemu import launcher, state
-from stackemu.tools.common import run_tool
+from stackemu.tools.common import Progress, colour, run_tool
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,12 @@ def main() -> None:
       stackemu ethtool -k eth0                 stackemu tc qdisc show dev eth0
       stackemu sysctl net.core.netdev_budget   stackemu tcpdump -i bob:eth0 -w x.pcap
       stackemu hwstamp_ctl -i eth0 -t 1 -r 1
+
+    \b
+    The read commands print JSON too: ip -j, iptables -L --json, ss --json,
+    nstat -j, netstat -s --json, sysctl --json, ethtool --json -S,
+    softnet_stat --json, status --json, trace --json, dropwatch --json.
+    Colours only on a terminal, and never with NO_COLOR set.
     """
 
 
@@ -43,18 +49,47 @@ def main() -> None:
     "(10.99.0.1/24) lives in a new network namespace NAME (root only).",
 )
 def up(base_port: int | None, tap: str | None) -> None:
-    """Start the default topology (alice and bob, eth0 joined by a wire) as local processes."""
+    """Start the default topology (alice and bob, eth0 joined by a wire) as local processes.
+
+    \b
+    A line per service as it answers its health check SERVING; on a terminal a
+    spinner below them names the services still awaited.
+
+    \b
+    Examples:
+      stackemu up                        alice on ports 50100-50103, bob on 50110-50113
+      stackemu up --base-port 40000      another range, for a second stack
+      sudo stackemu up --tap tap0        alice's eth1 reaches the kernel through tap0
+    """
     _refuse_external()
+    progress = Progress()
+    total = 0
+
+    def serving(name: str, svc: dict[str, str]) -> None:
+        nonlocal total
+        total += 1
+        progress.line(f"{name:<13} {colour('SERVING', 'green')}  {svc['addr']}  pid {svc['pid']}")
+
+    def waiting(pending: list[str]) -> None:
+        progress.spin(f"{total} SERVING, waiting for {' '.join(pending)}")
+
     try:
-        launcher.up(base_port, log=click.echo, tap=tap)
+        launcher.up(base_port, log=progress.line, tap=tap, on_serving=serving, on_wait=waiting)
     except launcher.LaunchError as err:
         raise click.ClickException(str(err)) from None
+    finally:
+        progress.done()
     click.echo(f"stack is up ({state.state_file()}); stop it with `stackemu down`")
 
 
 @main.command()
 def down() -> None:
-    """Stop every service of the running stack."""
+    """Stop every service of the running stack (SIGTERM, then SIGKILL after 5 s).
+
+    \b
+    Example:
+      stackemu down
+    """
     _refuse_external()
     if not launcher.down(log=click.echo):
         click.echo("no stack is running")
@@ -63,7 +98,13 @@ def down() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show every service's address, pid and health."""
+    """Show every service's address, pid and health; exit 1 unless all are SERVING.
+
+    \b
+    Examples:
+      stackemu status
+      stackemu status --json | jq -r '.[] | select(.health != "SERVING") | .service'
+    """
     rows = _external_status() if state.external_file() else launcher.status()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -77,7 +118,7 @@ def status(as_json: bool) -> None:
     for r in rows:
         click.echo(
             f"{r['host']:<7} {r['service']:<8} {r['addr']:<{width}} {r.get('metrics', '-'):<{mwidth}} "
-            f"{r['pid']:<8} {r['health']}"
+            f"{r['pid']:<8} {colour(r['health'], 'green' if r['health'] == 'SERVING' else 'red')}"
         )
     if any(r["health"] != "SERVING" for r in rows):
         sys.exit(1)
@@ -119,7 +160,13 @@ def _external_status() -> list[dict[str, str]]:
 def demo(host: str | None) -> None:
     """Send datagrams to the other host and show one's journey through every layer,
     the cmsgs it came with (a receive timestamp, IP_PKTINFO) and the counters that
-    moved (with a netfilter rule counting them on the receiver)."""
+    moved (with a netfilter rule counting them on the receiver).
+
+    \b
+    Examples:
+      stackemu demo                 alice sends to bob
+      stackemu demo --host bob      bob sends to alice
+    """
     from stackemu.demo import run
 
     try:
@@ -160,10 +207,11 @@ def trace(host: str | None, args: tuple[str, ...]) -> None:
 @click.option("--host", default=None, help=_HOST_HELP)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ip(host: str | None, args: tuple[str, ...]) -> None:
-    """iproute2's `ip link` and `ip neigh` on an emulated host.
+    """iproute2's `ip link`, `ip neigh`, `ip addr`, `ip route` and `ip rule` on an
+    emulated host; -j (-json, --json) prints iproute2's JSON, -p pretty-prints it.
 
     \b
-    stackemu ip [-s[tatistics]] link [show [dev] [HOST:]DEV] [up]
+    stackemu ip [-s[tatistics]] [-j [-p]] link [show [dev] [HOST:]DEV] [up]
     stackemu ip link set [dev] [HOST:]DEV [up|down] [mtu N] [promisc on|off]
                          [txqueuelen N] [rps_cpus HEXMASK]
     stackemu ip neigh [show] [dev DEV] [nud STATE] [PREFIX]
@@ -171,6 +219,17 @@ def ip(host: str | None, args: tuple[str, ...]) -> None:
                          [nud permanent|reachable|stale|noarp]
     stackemu ip neigh del ADDR dev DEV
     stackemu ip neigh flush dev DEV | all
+    stackemu ip [-j [-p]] addr|route|rule [show ...]     (`stackemu ip route help`)
+    stackemu ip [-j] route get ADDR [from ADDR] [iif DEV] [oif DEV] [mark N] [tos T]
+
+    \b
+    Examples:
+      stackemu ip -s link show bob:eth0          bob's eth0 and its counters
+      stackemu ip --host bob neigh
+      stackemu ip -j route | jq -r '.[].dst'
+      stackemu ip -j -p -s addr show dev eth0
+      stackemu ip route add 192.0.2.0/24 via 10.0.0.2
+      stackemu ip link set eth0 mtu 9000
 
     \b
     rps_cpus is the emulator's stand-in for writing the hex CPU mask to
@@ -199,6 +258,12 @@ def tc(host: str | None, args: tuple[str, ...]) -> None:
     TIME is tc's: 10ms, 100us, 1s (a bare number is microseconds). PCT is a
     percentage, 5% or 5. RATE is tc's: bit kbit mbit gbit (and Kibit...) are bits
     per second, Bps KBps MBps GBps are BYTES per second.
+
+    \b
+    Examples:
+      stackemu tc qdisc add dev eth0 root netem delay 10ms 2ms loss 1%
+      stackemu tc -s qdisc show dev bob:eth0
+      stackemu tc qdisc del dev eth0 root
     """
     from stackemu.tools import tc as tool
 
@@ -221,6 +286,13 @@ def ethtool(host: str | None, args: tuple[str, ...]) -> None:
     stackemu ethtool -K|--features DEV NAME on|off ...
     stackemu ethtool -S|--statistics DEV
     stackemu ethtool -T|--show-time-stamping DEV
+    stackemu ethtool --json -S DEV                 the statistics as JSON
+
+    \b
+    Examples:
+      stackemu ethtool -S bob:eth0
+      stackemu ethtool -K eth0 rx-gro off
+      stackemu ethtool -G eth0 rx 64
     """
     from stackemu.tools import ethtool as tool
 
@@ -235,6 +307,11 @@ def hwstamp_ctl(host: str | None, args: tuple[str, ...]) -> None:
 
     \b
     stackemu hwstamp_ctl -i [HOST:]DEV [-t 0|1] [-r 0..14]
+
+    \b
+    Examples:
+      stackemu hwstamp_ctl -i eth0                  the current settings
+      stackemu hwstamp_ctl -i bob:eth0 -t 1 -r 1    stamp every frame, both ways
     """
     from stackemu.tools import hwstamp
 
@@ -296,7 +373,13 @@ def tcpdump(host: str | None, args: tuple[str, ...]) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def softnet_stat(host: str | None, args: tuple[str, ...]) -> None:
     """/proc/net/softnet_stat of a host: per CPU processed, dropped, time_squeeze, ...,
-    received_rps, flow_limit_count, backlog length (hex, as the kernel prints it)."""
+    received_rps, flow_limit_count, backlog length (hex, as the kernel prints it).
+
+    \b
+    Examples:
+      stackemu softnet_stat --host bob
+      stackemu softnet_stat --json          the same counters by name
+    """
     from stackemu.tools import softnet
 
     run_tool(softnet.main, host, args)
@@ -314,6 +397,12 @@ def nstat(host: str | None, args: tuple[str, ...]) -> None:
 
     \b
     Without -a it prints the increments since its last run on that host.
+
+    \b
+    Examples:
+      stackemu nstat --host bob             what changed on bob since the last run
+      stackemu nstat -az 'Udp*'             every Udp counter, zeros too
+      stackemu nstat -aj                    as JSON
     """
     from stackemu.tools import nstat as tool
 
@@ -374,6 +463,7 @@ def iptables(host: str | None, args: tuple[str, ...]) -> None:
     stackemu iptables [-t TABLE] -R CHAIN RULENUM RULE-SPECIFICATION
     stackemu iptables [-t TABLE] -D CHAIN RULENUM
     stackemu iptables [-t TABLE] -[LS] [CHAIN [RULENUM]] [-v] [-n] [-x] [--line-numbers]
+    stackemu iptables [-t TABLE] -L [CHAIN [RULENUM]] --json    (the emulator's JSON)
     stackemu iptables [-t TABLE] -[FZ] [CHAIN] | -[NX] CHAIN | -E OLD NEW | -P CHAIN TARGET
 
     \b
@@ -381,7 +471,8 @@ def iptables(host: str | None, args: tuple[str, ...]) -> None:
       stackemu iptables -A INPUT -p udp --dport 9000 -j NFQUEUE --queue-num 0
       stackemu iptables --host bob -I INPUT -s 10.0.0.1 -j DROP
       stackemu iptables -L -v -n --line-numbers
-    `stackemu iptables -h` prints iptables' full help.
+      stackemu iptables -L INPUT --json | jq '.chains[0].rules[].counters'
+    `stackemu iptables -h` prints iptables' full help and the --json document.
     """
     from stackemu.tools import iptables as tool
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,24 @@ def running() -> dict[str, Any] | None:
     return data if any(_alive(p) for p in pids) else None
 
 
-def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -> dict[str, Any]:
+# Progress of `up`: a service turned SERVING ("alice/nic", its state entry), and the
+# services still awaited, once per poll.
+OnServing = Callable[[str, dict[str, Any]], None]
+OnWait = Callable[[list[str]], None]
+
+
+def up(
+    base_port: int | None = None,
+    log: Any = print,
+    tap: str | None = None,
+    on_serving: OnServing | None = None,
+    on_wait: OnWait | None = None,
+) -> dict[str, Any]:
     """Start alice and bob, their NICs joined by a wire; with `tap`, alice's eth1 is
     attached to a TAP device of that name whose kernel side lives in a network
-    namespace of the same name (root only)."""
+    namespace of the same name (root only). `log` says what starts; on_serving hears
+    of each service as it answers its health check SERVING, on_wait of those still
+    awaited while it polls."""
     if running() is not None:
         raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
     base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
@@ -93,6 +108,8 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
         _check_tap(tap)
     data: dict[str, Any] = {"base_port": base, "hosts": {}, "tap": tap}
     procs: list[subprocess.Popen[bytes]] = []
+    names = " and ".join(spec.name for spec in HOSTS)
+    log(f"starting {len(HOSTS) * len(LAYERS)} services of {names} (logs in {logdir})")
     try:
         for spec in HOSTS:
             p = layout[spec.name]
@@ -134,7 +151,7 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
                 host[layer] = {"addr": addr, "metrics": metrics, "pid": proc.pid, "log": str(logfile)}
             data["hosts"][spec.name] = host
         state.save(data)
-        _wait_serving(data, procs)
+        _wait_serving(data, procs, on_serving, on_wait)
     except BaseException:
         for proc in procs:
             if proc.poll() is None:
@@ -145,15 +162,20 @@ def up(base_port: int | None = None, log: Any = print, tap: str | None = None) -
         if tap is not None:
             netns_remove(tap)
         raise
-    for name, host in data["hosts"].items():
-        log(f"{name}: " + ", ".join(f"{layer} {host[layer]['addr']}" for layer in LAYERS))
     return data
 
 
-def _wait_serving(data: dict[str, Any], procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait_serving(
+    data: dict[str, Any],
+    procs: list[subprocess.Popen[bytes]],
+    on_serving: OnServing | None = None,
+    on_wait: OnWait | None = None,
+) -> None:
     deadline = time.monotonic() + UP_TIMEOUT
     pending = {(name, layer): svc for name, host in data["hosts"].items() for layer, svc in host.items()}
     while pending:
+        if on_wait is not None:
+            on_wait([f"{n}/{layer}" for n, layer in pending])
         for proc in procs:
             if proc.poll() is not None:
                 which = next(
@@ -164,6 +186,8 @@ def _wait_serving(data: dict[str, Any], procs: list[subprocess.Popen[bytes]]) ->
         for key, svc in list(pending.items()):
             if health(svc["addr"], timeout=0.5) == "SERVING":
                 del pending[key]
+                if on_serving is not None:
+                    on_serving("/".join(key), svc)
         if pending and time.monotonic() > deadline:
             names = ", ".join(f"{n}/{layer}" for n, layer in pending)
             raise LaunchError(f"not SERVING after {UP_TIMEOUT:.0f} s: {names}")

@@ -1,9 +1,12 @@
-"""What the tools share: finding a host's service of one layer, `HOST:DEV` names, and
-failing the way the real tool fails (its message on stderr, its exit code)."""
+"""What the tools share: finding a host's service of one layer, `HOST:DEV` names,
+failing the way the real tool fails (its message on stderr, its exit code), iproute2's
+JSON, and the progress and colours of long commands (only on a terminal)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,114 @@ def fail(code: int, *lines: str) -> NoReturn:
     for line in lines:
         err(line)
     raise ToolExit(code)
+
+
+def iproute2_json(doc: object, pretty: bool = False) -> str:
+    """`doc` as iproute2's json_writer (lib/json_writer.c) writes it: compact, or with
+    -p its own layout, which is not json.dumps(indent=4)'s: members on lines of their
+    own indented four spaces a level, array elements on one line (`[ "UP","LOWER_UP" ]`),
+    `[ {` and `} ]` around an array of objects, `},{` between them."""
+    if not pretty:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    parts: list[str] = []
+    depth = 0
+    sep = ""
+
+    def eor() -> None:
+        # jsonw_eor(): the separator owed before the next value or name.
+        nonlocal sep
+        parts.append(sep)
+        sep = ","
+
+    def eol() -> None:
+        parts.append("\n" + "    " * depth)
+
+    def value(v: object) -> None:
+        nonlocal depth, sep
+        if isinstance(v, dict):
+            eor()
+            parts.append("{")
+            depth += 1
+            sep = ""
+            for k, item in v.items():
+                eor()
+                eol()
+                parts.append(json.dumps(k, ensure_ascii=False) + ": ")
+                sep = ""
+                value(item)
+            depth -= 1
+            if sep:
+                eol()
+            parts.append("}")
+            sep = ","
+        elif isinstance(v, list):
+            eor()
+            parts.append("[ ")
+            depth += 1
+            sep = ""
+            for item in v:
+                value(item)
+            if sep:
+                parts.append(" ")
+            depth -= 1
+            parts.append("]")
+            sep = ","
+        else:
+            eor()
+            parts.append(json.dumps(v, ensure_ascii=False))
+
+    value(doc)
+    return "".join(parts)
+
+
+def colour(text: str, fg: str, err: bool = False) -> str:
+    """click.style(text, fg) when the stream it goes to is a terminal and NO_COLOR is
+    unset or empty (no-color.org); the text alone otherwise."""
+    stream = sys.stderr if err else sys.stdout
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return text
+    return click.style(text, fg=fg)
+
+
+class Progress:
+    """What a long command shows while it works. Finished steps are lines of their own;
+    on a terminal a spinner line below them, rewritten in place, says what is still
+    awaited, and it is gone when the command ends. Elsewhere (a pipe, a file, a test)
+    only the lines are written, so a log reads the same as the screen."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.frame = -1
+        self.status = ""
+
+    def line(self, text: str) -> None:
+        self._clear()
+        click.echo(text)
+        self._draw()
+
+    def spin(self, status: str) -> None:
+        """The next spinner frame with what is awaited; nothing off a terminal."""
+        if not self.tty:
+            return
+        self.status = status
+        self.frame = (self.frame + 1) % len(self.FRAMES)
+        self._draw()
+
+    def done(self) -> None:
+        self._clear()
+        self.status = ""
+
+    def _draw(self) -> None:
+        if self.tty and self.status:
+            width = shutil.get_terminal_size().columns - 1
+            text = f"{self.FRAMES[self.frame]} {self.status}"[:width]
+            click.echo(f"\r{text}\x1b[K", nl=False)
+
+    def _clear(self) -> None:
+        if self.tty and self.status:
+            click.echo("\r\x1b[K", nl=False)
 
 
 def default_host(host: str | None) -> str:

@@ -6,6 +6,10 @@ ip/ipneigh.c, ip/iproute.c, ip/iprule.c, lib/utils.c, lib/rt_names.c); the outpu
 what `ip` prints for the same kernel state (Linux 6.18). A refusal the kernel explains
 is `Error: <extack>.` (exit 2), one it does not `RTNETLINK answers: <strerror>` (exit
 2), a device iproute2 cannot resolve `Cannot find device "X"` (exit 1).
+
+With -j (-json, --json) the show commands print what iproute2's JSON mode prints for
+the same state: the same keys, nesting and order, values typed as it types them (-p
+pretty-prints in json_writer's layout); messages and errors stay text on stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import errno as E
 import ipaddress
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from services.nic.neigh import (
     NUD_DELAY,
@@ -27,7 +32,7 @@ from services.nic.neigh import (
 )
 from stackemu.ip.v1 import ip_pb2
 from stackemu.nic.v1 import nic_pb2
-from stackemu.tools.common import Ip, Nic, err, fail, matches, out, rtnl_error, split_dev
+from stackemu.tools.common import Ip, Nic, err, fail, iproute2_json, matches, out, rtnl_error, split_dev
 
 # include/uapi/linux/if.h, in the order print_link_flags() prints them.
 IFF_UP = 0x1
@@ -68,8 +73,9 @@ _NUD_NAMES = (
 )
 
 IP_USAGE = """\
-Usage: stackemu ip [ --host HOST ] [ -s[tatistics] ] OBJECT { COMMAND | help }
-where  OBJECT := { address | link | neighbour | route | rule }"""
+Usage: stackemu ip [ --host HOST ] [ OPTIONS ] OBJECT { COMMAND | help }
+where  OBJECT := { address | link | neighbour | route | rule }
+       OPTIONS := { -s[tatistics] | -j[son] | -p[retty] }"""
 
 LINK_USAGE = """\
 Usage: ip link set { DEVICE | dev DEVICE }
@@ -108,15 +114,34 @@ _OTHER_OBJECTS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Opts:
+    """The options of ip.c that shape what the show commands print."""
+
+    stats: int = 0
+    json: bool = False
+    pretty: bool = False
+
+
+def show_json(rows: list[dict[str, object]], opts: Opts) -> None:
+    """The array a show command prints under -j, even an empty one (`[]`)."""
+    out(iproute2_json(rows, opts.pretty))
+
+
 def main(host: str | None, argv: Sequence[str]) -> int:
     args = list(argv)
     stats = 0
+    as_json = pretty = False
     while args and args[0].startswith("-") and len(args[0]) > 1:
         opt = args.pop(0)
         # ip.c: "--stats" is "-stats"
         o = opt[1:] if opt.startswith("--") else opt
         if matches(o, "-stats") or matches(o, "-statistics"):
             stats += 1
+        elif matches(o, "-json"):
+            as_json = True
+        elif matches(o, "-pretty"):
+            pretty = True
         elif o == "-4":
             pass  # the emulated stack is IPv4 only
         elif matches(o, "-help"):
@@ -126,17 +151,18 @@ def main(host: str | None, argv: Sequence[str]) -> int:
     if not args:
         fail(255, IP_USAGE)
     obj, rest = args[0], args[1:]
+    opts = Opts(stats, as_json, pretty)
     # do_cmd() takes the first object of its table the word is a prefix of.
     if matches(obj, "address"):
-        return address(host, rest, stats)
+        return address(host, rest, opts)
     if matches(obj, "route"):
-        return route(host, rest, stats)
+        return route(host, rest, opts)
     if matches(obj, "rule"):
-        return rule(host, rest, stats)
+        return rule(host, rest, opts)
     if matches(obj, "neighbor") or matches(obj, "neighbour"):
-        return neigh(host, rest, stats)
+        return neigh(host, rest, opts)
     if matches(obj, "link"):
-        return link(host, rest, stats)
+        return link(host, rest, opts)
     if matches(obj, "help"):
         fail(255, IP_USAGE)
     for other in _OTHER_OBJECTS:
@@ -155,9 +181,9 @@ def _next(args: list[str], i: int) -> str:
 # ---- ip link ---------------------------------------------------------------------
 
 
-def link(host: str | None, args: list[str], stats: int) -> int:
+def link(host: str | None, args: list[str], opts: Opts) -> int:
     if not args:
-        return link_show(host, [], stats)
+        return link_show(host, [], opts)
     cmd, rest = args[0], args[1:]
     # do_iplink()'s order, so "s" is set as in iproute2.
     if matches(cmd, "add"):
@@ -167,7 +193,7 @@ def link(host: str | None, args: list[str], stats: int) -> int:
     if matches(cmd, "replace") or matches(cmd, "delete"):
         fail(255, f"stackemu ip: ip link {cmd} is not emulated: `stackemu up` makes the devices.")
     if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return link_show(host, rest, stats)
+        return link_show(host, rest, opts)
     if matches(cmd, "help"):
         fail(255, LINK_USAGE)
     fail(255, f'Command "{cmd}" is unknown, try "ip link help".')
@@ -194,7 +220,7 @@ def _link_dev_arg(args: list[str], i: int, dev: str | None) -> tuple[str, int]:
     return a, i
 
 
-def link_show(host: str | None, args: list[str], stats: int) -> int:
+def link_show(host: str | None, args: list[str], opts: Opts) -> int:
     dev: str | None = None
     up_only = False
     i = 0
@@ -215,10 +241,12 @@ def link_show(host: str | None, args: list[str], stats: int) -> int:
         links = [lk for lk in links if lk.name == name]
         if not links:
             fail(1, f'Device "{name}" does not exist.')
+    links = [lk for lk in links if not up_only or lk.flags & IFF_UP]
+    if opts.json:
+        show_json([link_json(lk, opts.stats) for lk in links], opts)
+        return 0
     for lk in links:
-        if up_only and not lk.flags & IFF_UP:
-            continue
-        out(format_link(lk, stats))
+        out(format_link(lk, opts.stats))
     return 0
 
 
@@ -231,7 +259,8 @@ def link_flags(lk: nic_pb2.Link) -> int:
     return flags
 
 
-def flags_str(flags: int) -> str:
+def flags_list(flags: int) -> list[str]:
+    """print_link_flags(): the names, then what no name covers in hex."""
     names = []
     if flags & IFF_UP and not flags & IFF_RUNNING:
         names.append("NO-CARRIER")
@@ -240,10 +269,13 @@ def flags_str(flags: int) -> str:
         if flags & bit:
             names.append(name)
             flags &= ~bit
-    s = ",".join(names)
     if flags:
-        s += ("," if s else "") + f"{flags:x}"
-    return s
+        names.append(f"{flags:x}")
+    return names
+
+
+def flags_str(flags: int) -> str:
+    return ",".join(flags_list(flags))
 
 
 def operstate(lk: nic_pb2.Link) -> str:
@@ -284,6 +316,59 @@ def format_link(lk: nic_pb2.Link, stats: int = 0) -> str:
     if stats:
         lines += stats64(lk.stats, stats)
     return "\n".join(lines)
+
+
+def link_json(lk: nic_pb2.Link, stats: int = 0, linkmode: bool = True) -> dict[str, object]:
+    """print_linkinfo() under -j; `ip addr` leaves out the linkmode."""
+    loopback = lk.flags & IFF_LOOPBACK
+    d: dict[str, object] = {
+        "ifindex": lk.ifindex,
+        "ifname": lk.name,
+        "flags": flags_list(link_flags(lk)),
+        "mtu": lk.mtu,
+        "qdisc": link_qdisc(lk),
+        "operstate": operstate(lk),
+    }
+    if linkmode:
+        d["linkmode"] = "DEFAULT"
+    d["group"] = "default"
+    if lk.txqueuelen:
+        d["txqlen"] = lk.txqueuelen
+    d["link_type"] = "loopback" if loopback else "ether"
+    d["address"] = mac_str(lk.address)
+    d["broadcast"] = mac_str(bytes(6)) if loopback else "ff:ff:ff:ff:ff:ff"
+    if stats:
+        d["stats64"] = stats64_json(lk.stats, stats)
+    return d
+
+
+def stats64_json(s: nic_pb2.LinkStats, level: int) -> dict[str, object]:
+    """print_stats64() under -j. Its names are not the text's columns: the first RX
+    line has over_errors (rx_over_errors, which the emulator does not keep) where the
+    text has missed, and rx_missed_errors comes with -s -s as missed_errors."""
+    rx: dict[str, object] = {
+        "bytes": s.rx_bytes,
+        "packets": s.rx_packets,
+        "errors": s.rx_errors,
+        "dropped": s.rx_dropped,
+        "over_errors": 0,
+        "multicast": s.multicast,
+    }
+    tx: dict[str, object] = {
+        "bytes": s.tx_bytes,
+        "packets": s.tx_packets,
+        "errors": s.tx_errors,
+        "dropped": s.tx_dropped,
+        "carrier_errors": s.tx_carrier_errors,
+        "collisions": 0,
+    }
+    if level > 1:
+        rx |= {"length_errors": 0, "crc_errors": 0, "frame_errors": 0, "fifo_errors": 0}
+        rx["missed_errors"] = s.rx_missed_errors
+        if s.rx_nohandler:
+            rx["nohandler"] = s.rx_nohandler
+        tx |= {"aborted_errors": 0, "fifo_errors": 0, "window_errors": 0, "heartbeat_errors": 0}
+    return {"rx": rx, "tx": tx}
 
 
 def stats64(s: nic_pb2.LinkStats, level: int) -> list[str]:
@@ -412,9 +497,9 @@ def link_set(host: str | None, args: list[str]) -> int:
 # ---- ip neigh --------------------------------------------------------------------
 
 
-def neigh(host: str | None, args: list[str], stats: int) -> int:
+def neigh(host: str | None, args: list[str], opts: Opts) -> int:
     if not args:
-        return neigh_show(host, [], stats, flush=False)
+        return neigh_show(host, [], opts, flush=False)
     cmd, rest = args[0], args[1:]
     if matches(cmd, "add"):
         return neigh_modify(host, rest, "add")
@@ -425,9 +510,9 @@ def neigh(host: str | None, args: list[str], stats: int) -> int:
     if matches(cmd, "delete"):
         return neigh_modify(host, rest, "delete")
     if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return neigh_show(host, rest, stats, flush=False)
+        return neigh_show(host, rest, opts, flush=False)
     if matches(cmd, "flush"):
-        return neigh_show(host, rest, stats, flush=True)
+        return neigh_show(host, rest, opts, flush=True)
     if matches(cmd, "help"):
         fail(255, NEIGH_USAGE)
     fail(255, f'Command "{cmd}" is unknown, try "ip neigh help".')
@@ -457,8 +542,12 @@ def nud_state(arg: str) -> int | None:
     return n
 
 
+def nud_names(state: int) -> list[str]:
+    return [name for name, bit in _NUD_NAMES if state & bit]
+
+
 def nud_str(state: int) -> str:
-    return "".join(f"{name} " for name, bit in _NUD_NAMES if state & bit)
+    return "".join(f"{name} " for name in nud_names(state))
 
 
 def _ipv4(arg: str) -> int:
@@ -484,7 +573,7 @@ def _links(nic: Nic) -> list[nic_pb2.Link]:
     return list(resp.links)
 
 
-def neigh_show(host: str | None, args: list[str], stats: int, flush: bool) -> int:
+def neigh_show(host: str | None, args: list[str], opts: Opts, flush: bool) -> int:
     if flush and not args:
         fail(255, "Flush requires arguments.")
     # do_show_or_flush(): show hides NOARP entries, flush leaves permanent ones.
@@ -536,18 +625,22 @@ def neigh_show(host: str | None, args: list[str], stats: int, flush: bool) -> in
         if flush:
             if state_given or (prefix is not None and prefix.prefixlen):
                 fail(255, "stackemu ip: flush takes dev DEV or all; flushing by nud or prefix is not built.")
-            return _flush(nic, name, stats)
+            return _flush(nic, name, opts.stats)
         resp: nic_pb2.ListNeighboursResponse = nic.call(
             "ListNeighbours", nic_pb2.ListNeighboursRequest(device=name)
         )
-    for n in resp.neighbours:
-        if name and n.device != name:
-            continue
-        if not state_filter & n.state and (n.state or not state_filter & 0x100):
-            continue
-        if prefix is not None and ipaddress.IPv4Address(n.address) not in prefix:
-            continue
-        out(format_neigh(n, show_dev=not name, stats=stats))
+    shown = [
+        n
+        for n in resp.neighbours
+        if (not name or n.device == name)
+        and (state_filter & n.state or (not n.state and state_filter & 0x100))
+        and (prefix is None or ipaddress.IPv4Address(n.address) in prefix)
+    ]
+    if opts.json:
+        show_json([neigh_json(n, show_dev=not name, stats=opts.stats) for n in shown], opts)
+        return 0
+    for n in shown:
+        out(format_neigh(n, show_dev=not name, stats=opts.stats))
     return 0
 
 
@@ -560,6 +653,20 @@ def format_neigh(n: nic_pb2.Neighbour, show_dev: bool = True, stats: int = 0) ->
     if stats:
         s += f"probes {n.probes} "
     return s + nud_str(n.state)
+
+
+def neigh_json(n: nic_pb2.Neighbour, show_dev: bool = True, stats: int = 0) -> dict[str, object]:
+    """print_neigh() under -j: no "state" key for NUD_NONE, as no word in the text."""
+    d: dict[str, object] = {"dst": str(ipaddress.IPv4Address(n.address))}
+    if show_dev:
+        d["dev"] = n.device
+    if n.lladdr:
+        d["lladdr"] = mac_str(n.lladdr)
+    if stats:
+        d["probes"] = n.probes
+    if n.state:
+        d["state"] = nud_names(n.state)
+    return d
 
 
 def _flush(nic: Nic, dev: str, stats: int) -> int:
@@ -939,28 +1046,29 @@ def _host_dev(host: str | None, dev: str | None) -> tuple[str | None, str]:
 # ---- ip address --------------------------------------------------------------------
 
 
-def address(host: str | None, args: list[str], stats: int) -> int:
-    return _show_add_del(host, args, addr_show, addr_modify, ADDR_USAGE, "address")
+def address(host: str | None, args: list[str], opts: Opts) -> int:
+    return _show_add_del(host, args, opts, addr_show, addr_modify, ADDR_USAGE, "address")
 
 
 def _show_add_del(
     host: str | None,
     args: list[str],
-    show: Callable[[str | None, list[str]], int],
+    opts: Opts,
+    show: Callable[[str | None, list[str], Opts], int],
     modify: Callable[..., int],
     usage: str,
     obj: str,
 ) -> int:
     """The commands `ip address` and `ip rule` share: show (the default), add, delete."""
     if not args:
-        return show(host, [])
+        return show(host, [], opts)
     cmd, rest = args[0], args[1:]
     if matches(cmd, "add"):
         return modify(host, rest, delete=False)
     if matches(cmd, "delete"):
         return modify(host, rest, delete=True)
     if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return show(host, rest)
+        return show(host, rest, opts)
     if matches(cmd, "help"):
         fail(255, usage)
     fail(255, f'Command "{cmd}" is unknown, try "ip {obj} help".')
@@ -1078,7 +1186,28 @@ def format_addr(a: ip_pb2.InterfaceAddress) -> list[str]:
     return [s, "       valid_lft forever preferred_lft forever"]
 
 
-def addr_show(host: str | None, args: list[str]) -> int:
+def addr_json(a: ip_pb2.InterfaceAddress) -> dict[str, object]:
+    """print_addrinfo() under -j for one IPv4 address; lifetimes are INFINITY_LIFE_TIME."""
+    d: dict[str, object] = {"family": "inet", "local": _a(a.address), "prefixlen": a.prefixlen}
+    if a.metric:
+        d["metric"] = a.metric
+    if a.broadcast:
+        d["broadcast"] = _a(a.broadcast)
+    d["scope"] = SCOPE_NAMES.get(a.scope, str(a.scope))
+    # print_ifa_flags()' order: secondary, dynamic (IFA_F_PERMANENT clear), noprefixroute.
+    if a.flags & IFA_F_SECONDARY:
+        d["secondary"] = True
+    if not a.flags & 0x80:
+        d["dynamic"] = True
+    if a.flags & IFA_F_NOPREFIXROUTE:
+        d["noprefixroute"] = True
+    if a.label:
+        d["label"] = a.label
+    d["valid_life_time"] = d["preferred_life_time"] = 0xFFFFFFFF
+    return d
+
+
+def addr_show(host: str | None, args: list[str], opts: Opts) -> int:
     dev: str | None = None
     i = 0
     while i < len(args):
@@ -1100,6 +1229,16 @@ def addr_show(host: str | None, args: list[str]) -> int:
     shown = [lk for lk in links.links if not name or lk.name == name]
     if name and not shown:
         fail(1, f'Device "{name}" does not exist.')
+    if opts.json:
+        rows = []
+        for lk in shown:
+            d = link_json(lk, linkmode=False)
+            d["addr_info"] = [addr_json(ifa) for ifa in addrs.addrs if ifa.ifindex == lk.ifindex]
+            if opts.stats:
+                d["stats64"] = stats64_json(lk.stats, opts.stats)
+            rows.append(d)
+        show_json(rows, opts)
+        return 0
     for lk in shown:
         head = (
             f"{lk.ifindex}: {lk.name}: <{flags_str(link_flags(lk))}> mtu {lk.mtu} qdisc {link_qdisc(lk)} "
@@ -1122,9 +1261,9 @@ def addr_show(host: str | None, args: list[str]) -> int:
 # ---- ip route ----------------------------------------------------------------------
 
 
-def route(host: str | None, args: list[str], stats: int) -> int:
+def route(host: str | None, args: list[str], opts: Opts) -> int:
     if not args:
-        return route_show(host, [], flush=False)
+        return route_show(host, [], opts, flush=False)
     cmd, rest = args[0], args[1:]
     if matches(cmd, "add"):
         return route_modify(host, rest, NLM_F_CREATE | NLM_F_EXCL)
@@ -1139,11 +1278,11 @@ def route(host: str | None, args: list[str], stats: int) -> int:
     if matches(cmd, "delete"):
         return route_modify(host, rest, 0, delete=True)
     if matches(cmd, "show") or matches(cmd, "lst") or matches(cmd, "list"):
-        return route_show(host, rest, flush=False)
+        return route_show(host, rest, opts, flush=False)
     if matches(cmd, "get"):
-        return route_get(host, rest)
+        return route_get(host, rest, opts)
     if matches(cmd, "flush"):
-        return route_show(host, rest, flush=True)
+        return route_show(host, rest, opts, flush=True)
     if matches(cmd, "help"):
         fail(255, ROUTE_USAGE)
     fail(255, f'Command "{cmd}" is unknown, try "ip route help".')
@@ -1328,7 +1467,56 @@ def format_route(r: ip_pb2.Route, f: RouteFilter | None = None) -> str:
     return s
 
 
-def route_show(host: str | None, args: list[str], flush: bool) -> int:
+def route_json(r: ip_pb2.Route, f: RouteFilter | None = None) -> dict[str, object]:
+    """print_route() under -j: the keys format_route() prints words for, what a filter
+    fixes left out as there; the flags are always there, a list."""
+    f = f or RouteFilter()
+    d: dict[str, object] = {}
+    if r.type != RTN_UNICAST and f.type is None:
+        d["type"] = TYPE_NAMES[r.type] if r.type < len(TYPE_NAMES) else str(r.type)
+    if r.prefixlen == 32:
+        d["dst"] = _a(r.dst)
+    elif r.prefixlen == 0 and r.dst == 0:
+        d["dst"] = "default"
+    else:
+        d["dst"] = f"{_a(r.dst)}/{r.prefixlen}"
+    if r.tos:
+        d["tos"] = dsfield_n2a(r.tos)
+    if r.gateway:
+        d["gateway"] = _a(r.gateway)
+    if r.device and not f.dev:
+        d["dev"] = r.device
+    if r.table != RT_TABLE_MAIN and not f.table:
+        d["table"] = table_n2a(r.table)
+    if r.protocol != RTPROT_BOOT and f.proto is None:
+        d["protocol"] = PROTO_NAMES.get(r.protocol, str(r.protocol))
+    if r.scope != RT_SCOPE_UNIVERSE and f.scope is None:
+        d["scope"] = SCOPE_NAMES.get(r.scope, str(r.scope))
+    if r.prefsrc:
+        d["prefsrc"] = _a(r.prefsrc)
+    if r.priority:
+        d["metric"] = r.priority
+    d["flags"] = ["onlink"] if r.flags & RTNH_F_ONLINK else []
+    if r.mtu:
+        # print_rta_metrics(): "lock" is a word of the text only.
+        d["metrics"] = [{"mtu": r.mtu}]
+    return d
+
+
+def cached_json(c: ip_pb2.CachedRoute) -> dict[str, object]:
+    """A cached route as print_route() prints an RTM_F_CLONED entry under -j."""
+    d: dict[str, object] = {"dst": _a(c.dst)}
+    if c.gateway:
+        d["gateway"] = _a(c.gateway)
+    d |= {"dev": c.device, "flags": [], "cache": []}
+    if c.expires_sec:
+        d["expires"] = c.expires_sec
+    if c.mtu:
+        d["metrics"] = [{"mtu": c.mtu}]
+    return d
+
+
+def route_show(host: str | None, args: list[str], opts: Opts, flush: bool) -> int:
     """iproute_list_flush_or_save()."""
     if flush and not args:
         fail(255, '"ip route flush" requires arguments.')
@@ -1395,9 +1583,11 @@ def route_show(host: str | None, args: list[str], flush: bool) -> int:
             "ListRoutes", ip_pb2.ListRoutesRequest(table=f.table, cache=f.cache)
         )
         if f.cache:
-            for c in resp.cached:
-                if f.dev and c.device != f.dev:
-                    continue
+            cached = [c for c in resp.cached if not f.dev or c.device == f.dev]
+            if opts.json:
+                show_json([cached_json(c) for c in cached], opts)
+                return 0
+            for c in cached:
                 line = f"{_a(c.dst)} " + (f"via {_a(c.gateway)} " if c.gateway else "") + f"dev {c.device} "
                 out(line)
                 tail = f"expires {c.expires_sec}sec " if c.expires_sec else ""
@@ -1410,6 +1600,9 @@ def route_show(host: str | None, args: list[str], flush: bool) -> int:
             for r in routes:
                 _check(ip.call("DelRoute", ip_pb2.DelRouteRequest(route=r)))
             return 0
+    if opts.json:
+        show_json([route_json(r, f) for r in routes], opts)
+        return 0
     for r in routes:
         out(format_route(r, f))
     return 0
@@ -1453,7 +1646,39 @@ def format_get(g: ip_pb2.GetRouteResponse) -> str:
     return s + "\n" + tail
 
 
-def route_get(host: str | None, args: list[str]) -> int:
+def get_json(g: ip_pb2.GetRouteResponse) -> dict[str, object]:
+    """print_route() of the RTM_GETROUTE answer under -j: the cache flags are a list,
+    the mtu a metric, iif after them, as the text has them on its cache line."""
+    d: dict[str, object] = {}
+    if g.type != RTN_UNICAST:
+        d["type"] = TYPE_NAMES[g.type] if g.type < len(TYPE_NAMES) else str(g.type)
+    d["dst"] = _a(g.daddr)
+    if g.saddr:
+        d["from"] = _a(g.saddr)
+    if g.gateway:
+        d["gateway"] = _a(g.gateway)
+    if g.device:
+        d["dev"] = g.device
+    if g.table and g.table != RT_TABLE_MAIN:
+        d["table"] = table_n2a(g.table)
+    if not g.input and g.prefsrc != g.saddr:
+        d["prefsrc"] = _a(g.prefsrc)
+    d["flags"] = ["rt_offload_failed"] if g.flags & 0x20000000 else []
+    if g.mark:
+        d["mark"] = g.mark
+    if not g.input:
+        d["uid"] = 0
+    d["cache"] = [name for bit, name in RTCF_NAMES if g.flags & bit]
+    if g.expires_sec:
+        d["expires"] = g.expires_sec
+    if g.mtu:
+        d["metrics"] = [{"mtu": g.mtu}]
+    if g.input:
+        d["iif"] = g.iif
+    return d
+
+
+def route_get(host: str | None, args: list[str], opts: Opts) -> int:
     """iproute_get()."""
     req = ip_pb2.GetRouteRequest()
     dst_ok = False
@@ -1504,6 +1729,9 @@ def route_get(host: str | None, args: list[str]) -> int:
     with Ip(host) as ip:
         resp: ip_pb2.GetRouteResponse = ip.call("GetRoute", req)
     _check(resp)
+    if opts.json:
+        show_json([get_json(resp)], opts)
+        return 0
     out(format_get(resp))
     return 0
 
@@ -1511,8 +1739,8 @@ def route_get(host: str | None, args: list[str]) -> int:
 # ---- ip rule -----------------------------------------------------------------------
 
 
-def rule(host: str | None, args: list[str], stats: int) -> int:
-    return _show_add_del(host, args, rule_show, rule_modify, RULE_USAGE, "rule")
+def rule(host: str | None, args: list[str], opts: Opts) -> int:
+    return _show_add_del(host, args, opts, rule_show, rule_modify, RULE_USAGE, "rule")
 
 
 _RULE_ACTIONS = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "nop": FR_ACT_NOP}
@@ -1645,11 +1873,55 @@ def format_rule(r: ip_pb2.Rule) -> str:
     return s
 
 
-def rule_show(host: str | None, args: list[str]) -> int:
+def rule_json(r: ip_pb2.Rule) -> dict[str, object]:
+    """print_rule() under -j: `not`, `nop` and `[detached]` are keys with null values,
+    fwmark and fwmask hex strings."""
+    d: dict[str, object] = {"priority": r.priority}
+    if r.invert:
+        d["not"] = None
+    if r.src_len:
+        d["src"] = _a(r.src)
+        if r.src_len != 32:
+            d["srclen"] = r.src_len
+    else:
+        d["src"] = "all"
+    if r.dst_len:
+        d["dst"] = _a(r.dst)
+        if r.dst_len != 32:
+            d["dstlen"] = r.dst_len
+    if r.tos:
+        d["tos"] = dsfield_n2a(r.tos)
+    if r.fwmark or r.fwmask:
+        d["fwmark"] = f"{r.fwmark:#x}" if r.fwmark else "0"
+        if r.fwmask != 0xFFFFFFFF:
+            d["fwmask"] = f"{r.fwmask:#x}" if r.fwmask else "0"
+    if r.iif:
+        d["iif"] = r.iif
+        if r.iif_detached:
+            d["iif_detached"] = None
+    if r.oif:
+        d["oif"] = r.oif
+        if r.oif_detached:
+            d["oif_detached"] = None
+    if r.table and r.action == FR_ACT_TO_TBL:
+        d["table"] = table_n2a(r.table)
+    if r.action == FR_ACT_NOP:
+        d["nop"] = None
+    elif r.action != FR_ACT_TO_TBL:
+        d["action"] = TYPE_NAMES[r.action] if r.action < len(TYPE_NAMES) else str(r.action)
+    if r.protocol and r.protocol != 2:
+        d["protocol"] = PROTO_NAMES.get(r.protocol, str(r.protocol))
+    return d
+
+
+def rule_show(host: str | None, args: list[str], opts: Opts) -> int:
     if args and matches(args[0], "help"):
         fail(255, RULE_USAGE)
     with Ip(host) as ip:
         resp: ip_pb2.ListRulesResponse = ip.call("ListRules", ip_pb2.ListRulesRequest())
+    if opts.json:
+        show_json([rule_json(r) for r in resp.rules], opts)
+        return 0
     for r in resp.rules:
         out(format_rule(r))
     return 0

@@ -7,10 +7,14 @@ printed with iptables' own layouts (print_firewall, print_header, xtables_print_
 each extension's print and save). Errors are iptables': a bad command line is
 "iptables v1.8.9 (legacy): ..." and exit 2; a change the kernel refuses is
 "iptables: <libiptc's message>." and exit 1; a table that does not exist exits 3.
+
+iptables has no JSON output; `-L --json` is the emulator's (JSON_HELP says what it
+holds): the listing as data, numbers exact and nothing resolved to a name.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -107,8 +111,36 @@ Examples:
   stackemu iptables -t mangle -A OUTPUT -j TTL --ttl-set 8
   stackemu iptables -N udp-in; stackemu iptables -A INPUT -p udp -j udp-in
   stackemu iptables -L -v -n --line-numbers
+  stackemu iptables -L INPUT --json
   stackemu iptables -S
   stackemu iptables -D INPUT 1"""
+
+JSON_HELP: Final = """-L [CHAIN [RULENUM]] --json (the emulator's; iptables has no JSON) prints the table:
+  {"table": "filter", "chains": [CHAIN, ...]}
+  CHAIN: {"name": "INPUT", "builtin": true, "policy": "ACCEPT" or "DROP",
+          "counters": {"packets": N, "bytes": N}, "references": null, "rules": [RULE, ...]}
+         a user-defined chain has "builtin": false, "policy": null, "counters": null and
+         "references": how many rules jump or go to it.
+  RULE:  {"num": 1, "counters": {"packets": N, "bytes": N}, ...what the rule tests...,
+          "matches": [MATCH, ...], "target": TARGET or null (a rule that only counts)}
+         what it tests, each key only when the rule has it (as iptables -S prints it):
+           "protocol": {"number": 17, "name": "udp", "invert": false}
+           "source", "destination": {"address": "10.0.0.0", "mask": "255.255.255.0", "invert": false}
+           "in_interface", "out_interface": {"name": "eth+", "invert": false}
+           "fragment": {"invert": false}   (-f; "invert": true is ! -f)
+  MATCH: {"name": NAME, ...}, with the options given:
+           udp, tcp: "sport", "dport": {"min": N, "max": N, "invert": B}
+                     tcp: "tcp_flags": {"mask": [FLAG...], "compare": [FLAG...], "invert": B}
+           icmp: "type", "code_min", "code_max", "type_name" (or null), "invert"
+           mark: "mark", "mask", "invert"        tos: "value", "mask", "invert"
+           ttl: "op" (eq, ne, lt, gt), "value"    length: "min", "max", "invert"
+           multiport: "direction" (sports, dports, ports), "ports": [{"min", "max"}], "invert"
+  TARGET: {"name": NAME, ...}: ACCEPT, DROP, QUEUE, RETURN; a chain with "goto": B;
+           REJECT "reject_with"; NFQUEUE "queue_num", "queues_total", "bypass", "cpu_fanout";
+           MARK and TOS "value", "mask" (new = (old & ~mask) ^ value); TTL "mode" (set, inc,
+           dec), "value"; LOG "level", "flags" [NAME...], "prefix"; TRACE.
+  Numbers are exact (as -x) and addresses numeric (as -n); -v, -n, -x and
+  --line-numbers change nothing. -L -Z --json zeroes after listing, as -L -Z."""
 
 # print_firewall()'s format bits (include/xtables.h).
 FMT_NUMERIC, FMT_NOCOUNTS, FMT_KILOMEGAGIGA, FMT_OPTIONS = 0x0001, 0x0002, 0x0004, 0x0008
@@ -941,6 +973,7 @@ class Cmd:
     target: Ext | None = None
     help: bool = False
     version: bool = False
+    json: bool = False
 
 
 # getopt_long's view of iptables' own options: (short char, long name, argument kind:
@@ -1051,6 +1084,12 @@ def parse(argv: Sequence[str]) -> Cmd:
                 raise UsageError("multiple consecutive ! not allowed")
             invert = True
             continue
+        if arg == "--json":
+            # Not getopt's: written out in full, so "--j" stays --jump's abbreviation.
+            if invert:
+                raise UsageError("unexpected ! flag before --json")
+            cmd.json = True
+            continue
         if arg.startswith("--") and len(arg) > 2:
             name, eq, value = arg[2:].partition("=")
             try:
@@ -1133,6 +1172,8 @@ def parse(argv: Sequence[str]) -> Cmd:
     if not cmd.command:
         raise UsageError("no command specified")
     _generic_opt_check(cmd)
+    if cmd.json and not cmd.command & CMD_LIST:
+        raise UsageError("Illegal option `--json' with this command")
     _finish_rule(cmd)
     return cmd
 
@@ -1364,6 +1405,8 @@ def main(host: str | None, argv: Sequence[str]) -> int:
         _usage_exit(e)
     if cmd.help:
         out(USAGE)
+        out()
+        out(JSON_HELP)
         return 0
     if cmd.version:
         out(PROG)
@@ -1479,6 +1522,9 @@ def _list(nf: Netfilter, cmd: Cmd) -> int:
     req = pb.ListChainsRequest(table=cmd.table, chain=cmd.chain or "", zero=zero)
     resp: pb.ListChainsResponse = nf.call("ListChains", req)
     _check(resp, cmd.table)
+    if cmd.json:
+        out(json.dumps(list_json(cmd.table, resp.chains, cmd.rulenum), indent=2))
+        return 0
     if cmd.command & CMD_LIST:
         fmt = FMT_OPTIONS
         fmt |= FMT_VIA if cmd.verbose else FMT_NOCOUNTS
@@ -1805,6 +1851,152 @@ def list_entries(chains: Sequence[pb.NfChain], rulenum: int, fmt: int) -> Iterat
         for num, rule in enumerate(ch.rules, 1):
             if not rulenum or num == rulenum:
                 yield print_firewall(rule, num, fmt)
+
+
+# Listing: -L --json (the emulator's; JSON_HELP).
+
+
+def _counters_json(c: pb.NfCounters) -> dict[str, int]:
+    return {"packets": c.packets, "bytes": c.bytes}
+
+
+def _range_json(r: pb.PortRange, invert: bool) -> dict[str, object]:
+    return {"min": r.min, "max": r.max, "invert": invert}
+
+
+def _flag_names(flags: int) -> list[str]:
+    return [n for n, bit in TCP_FLAGS if flags & bit]
+
+
+def match_json(m: pb.NfMatch) -> dict[str, object]:
+    """A match's options, only those given (what save_match() writes)."""
+    kind = m.WhichOneof("match")
+    d: dict[str, object] = {"name": kind}
+    if kind in ("udp", "tcp"):
+        x: Any = getattr(m, kind)
+        for name in ("sport", "dport"):
+            inv = getattr(x, f"{name}_invert")
+            if x.HasField(name) and ((getattr(x, name).min, getattr(x, name).max) != (0, 0xFFFF) or inv):
+                d[name] = _range_json(getattr(x, name), inv)
+        if kind == "tcp" and (x.flags_mask or x.flags_invert):
+            d["tcp_flags"] = {
+                "mask": _flag_names(x.flags_mask),
+                "compare": _flag_names(x.flags_compare),
+                "invert": x.flags_invert,
+            }
+    elif kind == "icmp":
+        i = m.icmp
+        type_name = next(
+            (n for n, t, lo, hi in ICMP_CODES if (t, lo, hi) == (i.type, i.code_min, i.code_max)), None
+        )
+        d |= {"type": i.type, "code_min": i.code_min, "code_max": i.code_max, "type_name": type_name}
+        d["invert"] = i.invert
+    elif kind == "mark":
+        d |= {"mark": m.mark.mark, "mask": m.mark.mask, "invert": m.mark.invert}
+    elif kind == "tos":
+        d |= {"value": m.tos.value, "mask": m.tos.mask, "invert": m.tos.invert}
+    elif kind == "ttl":
+        op = {pb.TTL_MODE_EQ: "eq", pb.TTL_MODE_NE: "ne", pb.TTL_MODE_LT: "lt", pb.TTL_MODE_GT: "gt"}
+        d |= {"op": op[m.ttl.mode], "value": m.ttl.value}
+    elif kind == "length":
+        d |= {"min": m.length.min, "max": m.length.max, "invert": m.length.invert}
+    else:
+        mp = m.multiport
+        direction = {
+            pb.MULTIPORT_DIRECTION_SOURCE: "sports",
+            pb.MULTIPORT_DIRECTION_DESTINATION: "dports",
+            pb.MULTIPORT_DIRECTION_EITHER: "ports",
+        }[mp.direction]
+        d |= {"direction": direction, "ports": [{"min": p.min, "max": p.max} for p in mp.ports]}
+        d["invert"] = mp.invert
+    return d
+
+
+def target_json(t: pb.NfTarget) -> dict[str, object]:
+    """A target and its options, as save_target() writes them."""
+    kind = t.WhichOneof("target")
+    if kind == "standard":
+        return {"name": pb.StandardTarget.Name(t.standard).removeprefix("STANDARD_TARGET_")}
+    if kind in ("jump", "goto_chain"):
+        return {"name": getattr(t, kind), "goto": kind == "goto_chain"}
+    if kind == "reject":
+        with_ = next(
+            (n for n, _, code in REJECT_NAMES if code == t.reject.reject_with), "icmp-port-unreachable"
+        )
+        return {"name": "REJECT", "reject_with": with_}
+    if kind == "nfqueue":
+        q = t.nfqueue
+        return {
+            "name": "NFQUEUE",
+            "queue_num": q.queue_num,
+            "queues_total": max(q.queues_total, 1),
+            "bypass": q.bypass,
+            "cpu_fanout": q.cpu_fanout,
+        }
+    if kind == "mark":
+        return {"name": "MARK", "value": t.mark.mark, "mask": t.mark.mask}
+    if kind == "tos":
+        return {"name": "TOS", "value": t.tos.value, "mask": t.tos.mask}
+    if kind == "ttl":
+        mode = {pb.TTL_TARGET_MODE_SET: "set", pb.TTL_TARGET_MODE_INC: "inc", pb.TTL_TARGET_MODE_DEC: "dec"}
+        return {"name": "TTL", "mode": mode[t.ttl.mode], "value": t.ttl.value}
+    if kind == "log":
+        lg = t.log
+        flags = [n for n, bit in _LOG_FLAGS if lg.flags & bit]
+        return {"name": "LOG", "level": lg.level, "flags": flags, "prefix": lg.prefix}
+    return {"name": "TRACE"}
+
+
+def rule_json(rule: pb.NfRule, num: int) -> dict[str, object]:
+    """One rule: its position and counters, the IP part it tests (the keys iptables -S
+    would write), its matches and its target."""
+    d: dict[str, object] = {"num": num, "counters": _counters_json(rule.counters)}
+    if rule.protocol or rule.protocol_invert:
+        d["protocol"] = {
+            "number": rule.protocol,
+            "name": proto_to_name(rule.protocol),
+            "invert": rule.protocol_invert,
+        }
+    for key, addr, mask, inv in (
+        ("source", rule.src, rule.src_mask, rule.src_invert),
+        ("destination", rule.dst, rule.dst_mask, rule.dst_invert),
+    ):
+        if mask or inv:
+            d[key] = {"address": _dotted(addr), "mask": _dotted(mask), "invert": inv}
+    for key, name, inv in (
+        ("in_interface", rule.in_interface, rule.in_invert),
+        ("out_interface", rule.out_interface, rule.out_invert),
+    ):
+        if name or inv:
+            d[key] = {"name": name, "invert": inv}
+    if rule.fragment != pb.NF_FRAGMENT_UNSPECIFIED:
+        d["fragment"] = {"invert": rule.fragment == pb.NF_FRAGMENT_NOT_NON_FIRST}
+    d["matches"] = [match_json(m) for m in rule.matches]
+    d["target"] = target_json(rule.target) if rule.HasField("target") else None
+    return d
+
+
+def list_json(table: str, chains: Sequence[pb.NfChain], rulenum: int) -> dict[str, object]:
+    """-L --json: the chains listed, each with its policy, counters and rules (with a
+    rule number, that rule alone)."""
+    return {
+        "table": table,
+        "chains": [
+            {
+                "name": ch.name,
+                "builtin": ch.builtin,
+                "policy": ("ACCEPT" if ch.policy == pb.NF_POLICY_ACCEPT else "DROP") if ch.builtin else None,
+                "counters": _counters_json(ch.policy_counters) if ch.builtin else None,
+                "references": None if ch.builtin else ch.references,
+                "rules": [
+                    rule_json(rule, num)
+                    for num, rule in enumerate(ch.rules, 1)
+                    if not rulenum or num == rulenum
+                ],
+            }
+            for ch in chains
+        ],
+    }
 
 
 # Listing: iptables -S (print_rule4 / save).
