@@ -364,10 +364,9 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     def _sock_info(self, s: UdpSock) -> udp_pb2.SocketInfo:
         """inet_sk_diag_fill() for udp_diag: the diag message, udp_diag_get_info()'s
         queues and sock_diag_put_meminfo()'s skmem."""
-        if not s.cookie:
-            # inet_diag_msg_common_fill() → sock_gen_cookie(): the dump gives a cookie
-            # to a socket that has none yet, from the counter SO_COOKIE draws on.
-            s.cookie = next(self.layer.opts._cookies)
+        # inet_diag_msg_common_fill() → sock_gen_cookie(): the dump gives a cookie to a
+        # socket that has none yet, from the counter SO_COOKIE draws on.
+        self.layer.opts.sock_gen_cookie(s)
         return udp_pb2.SocketInfo(
             sk=s.sk,
             local_addr=s.rcv_saddr,

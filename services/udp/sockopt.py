@@ -435,6 +435,13 @@ class SockOpts:
             raise errno.kernel_error(errno.EINVAL)
         return bpf.emit_sock_filters(f.insns), n
 
+    def sock_gen_cookie(self, s: UdpSock) -> int:
+        """sock_gen_cookie(): the socket's cookie, drawn from the host's counter the
+        first time anything (SO_COOKIE, a sock_diag dump) asks for it."""
+        if not s.cookie:
+            s.cookie = next(self._cookies)
+        return s.cookie
+
     def sk_getsockopt(self, s: UdpSock, optname: int, optlen: int) -> tuple[bytes, int]:
         """sk_getsockopt() for the options kept in struct sock, and SO_ERROR (which
         takes sk_err: sock_error()): the bytes written and the optlen returned."""
@@ -528,9 +535,7 @@ class SockOpts:
                 raise errno.kernel_error(errno.EINVAL)
             if optname == SO_NETNS_COOKIE:
                 return _ULONG.pack(NETNS_COOKIE), _ULONG.size
-            if not s.cookie:
-                s.cookie = next(self._cookies)
-            return _ULONG.pack(s.cookie), _ULONG.size
+            return _ULONG.pack(self.sock_gen_cookie(s)), _ULONG.size
         if optname == SO_PEERCRED:
             return NO_PEERCRED[:optlen], min(optlen, len(NO_PEERCRED))
         if optname == SO_PEERNAME:
