@@ -30,7 +30,7 @@ def main() -> None:
       stackemu hwstamp_ctl -i eth0 -t 1 -r 1
 
     \b
-    The read commands print JSON too: ip -j, iptables -L --json, ss --json,
+    The read commands print JSON too: ip -j, tc -j, iptables -L --json, ss --json,
     nstat -j, netstat -s --json, sysctl --json, ethtool --json -S,
     softnet_stat --json, status --json, trace --json, dropwatch --json.
     Colours only on a terminal, and never with NO_COLOR set.
@@ -248,7 +248,7 @@ def tc(host: str | None, args: tuple[str, ...]) -> None:
     """iproute2's `tc qdisc` for the root netem qdisc of an emulated device.
 
     \b
-    stackemu tc [-s] qdisc show [dev [HOST:]DEV]
+    stackemu tc [-s] [-j [-p]] qdisc show [dev [HOST:]DEV]
     stackemu tc qdisc add|replace|change dev DEV root netem [limit N]
         [delay TIME [JITTER]] [loss PCT] [duplicate PCT] [reorder PCT [gap N]]
         [corrupt PCT] [rate RATE] [seed N]
