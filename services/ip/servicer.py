@@ -103,9 +103,7 @@ class IpServicer(IpControl):
     async def attach_nic(self, channel: grpc.aio.Channel, on_ready: Callable[[], object]) -> None:
         stub = nic_pb2_grpc.NicServiceStub(channel)
         links = await stub.ListLinks(nic_pb2.ListLinksRequest())
-        if self.layer.router.set_devices(_device_specs(links.links)) and self.links_known.is_set():
-            # A NIC that came back may have changed under us.
-            await self.up.put([DevicesChanged()])
+        changed = self.layer.router.set_devices(_device_specs(links.links))
         if not self.links_known.is_set():
             by_name = {link.name: link.ifindex for link in links.links}
             for label, address, prefixlen in self.addresses:
@@ -113,6 +111,10 @@ class IpServicer(IpControl):
                     raise RuntimeError(f"address for {label}, which the NIC does not have")
                 self.layer.add_address(InIfaddr(by_name[label], label, address, prefixlen))
             self.links_known.set()
+        if changed and self.gate.busy:
+            # The transport attached before the devices were known (its first message
+            # had none), or a NIC that came back changed them: it hears of them now.
+            await self.up.put([DevicesChanged()])
         # A fresh queue per stream: a failed stream's request iterator may still be
         # waiting on the old one and must not take skbs meant for the new stream.
         self.down = BatchQueue()

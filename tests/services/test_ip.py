@@ -741,3 +741,49 @@ def test_list_addrs(run_async, grpc_test_server, poll_until) -> None:
             ]
 
     run_async(scenario())
+
+
+class SlowNic(FakeNic):
+    """A NIC whose ListLinks answers only when the test lets it: IP cannot know its
+    devices until then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def ListLinks(
+        self, request: nic_pb2.ListLinksRequest, context: grpc.aio.ServicerContext
+    ) -> nic_pb2.ListLinksResponse:
+        await self.release.wait()
+        resp: nic_pb2.ListLinksResponse = await super().ListLinks(request, context)  # type: ignore[no-untyped-call]
+        return resp
+
+
+def test_a_transport_attached_before_the_links_hears_of_the_devices(run_async, grpc_test_server) -> None:
+    """The UDP layer may attach to IP before IP has asked the NIC for its links (at
+    start-up the services come up in any order): IP's first message then names no
+    device, and the devices must follow once IP knows them (SO_BINDTODEVICE resolves
+    names against them; a stack once answered ENODEV for "lo" this way)."""
+
+    async def scenario() -> None:
+        nic = SlowNic()
+        add_nic = lambda s: nic_pb2_grpc.add_NicServiceServicer_to_server(nic, s)  # noqa: E731
+        async with grpc_test_server(add_nic) as nic_addr:
+            service = IpService(IpLayer("alice", Sysctl()), list(ADDRESSES), nic_addr)
+            status = ServingStatus(health.aio.HealthServicer(), service.service_names)
+            async with grpc_test_server(service.register) as addr:
+                channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+                await service.start(status)
+                try:
+                    udp = UdpSide(ip_pb2_grpc.IpServiceStub(channel))
+                    first = await udp.read()
+                    assert list(first.devices) == []
+                    nic.release.set()
+                    resp = await udp.read()
+                    assert [(d.ifindex, d.name) for d in resp.devices] == [(LO, "lo"), (ETH0, "eth0")]
+                    udp.close()
+                finally:
+                    await service.stop()
+                    await channel.close()
+
+    run_async(scenario())
