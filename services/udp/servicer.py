@@ -130,11 +130,11 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         # charges go, or the senders would wait for room forever.
         self.layer.forget_tx_charges()
         first = True
+        ready = False
         async for resp in call:
             self.routes.set_genid(resp.fib_genid)
             if first:
                 self.routes.stub = stub
-                await on_ready()
                 first = False
             for skb in skbs_from_proto(resp.skbs, self.layer.drops, "udp_rcv"):
                 self.layer.udp_rcv(skb)
@@ -142,6 +142,11 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                 self.layer.udp_err(_icmp_from_proto(err))
             if resp.devices:
                 self.layer.devices = {d.ifindex: d.name for d in resp.devices}
+            if not ready and self.layer.devices:
+                # Serving once the host's devices are known (a host always has lo):
+                # SO_BINDTODEVICE and IP_UNICAST_IF resolve against them.
+                await on_ready()
+                ready = True
             # TX timestamps the NIC took (__skb_tstamp_tx's clones), for their sockets'
             # error queues.
             stamped = skbs_from_proto([x.skb for x in resp.tx_timestamps], self.layer.drops, "skb_tstamp_tx")

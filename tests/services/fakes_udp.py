@@ -261,6 +261,10 @@ def icmp_error(skb: SkBuff, icmp_type: int, code: int, info: int = 0, quote_max:
     return IcmpError(out, icmp_type, code, info)
 
 
+# The devices the real IP service names in its first Attach message: a host of lo alone.
+LO_DEVICES = [ip_pb2.Device(ifindex=LO_IFINDEX, name="lo", mtu=LO_MTU)]
+
+
 class FakeIp(ip_pb2_grpc.IpServiceServicer):
     """The IP service as the UDP service sees it."""
 
@@ -274,7 +278,7 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        yield ip_pb2.AttachResponse(fib_genid=self.genid)
+        yield ip_pb2.AttachResponse(fib_genid=self.genid, devices=LO_DEVICES)
 
         async def on_request(req: ip_pb2.AttachRequest) -> None:
             for m in req.skbs:

@@ -28,6 +28,7 @@ from stackemu.skb.v1 import skb_pb2
 from stackemu.udp.v1 import udp_pb2
 from tests.services import fakes_udp
 from tests.services.fakes_udp import (
+    LO_DEVICES,
     LOOPBACK,
     FakeIp,
     UdpHarness,
@@ -76,7 +77,7 @@ class StampingIp(FakeIp):
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        yield ip_pb2.AttachResponse(fib_genid=self.genid)
+        yield ip_pb2.AttachResponse(fib_genid=self.genid, devices=LO_DEVICES)
 
         async def on_request(req: ip_pb2.AttachRequest) -> None:
             for m in req.skbs:
