@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cli.conftest import IpStack, Stack
 from tests.cli.test_ip_route import ROUTE_ADDS, routed  # noqa: F401  (the fixture)
+from tests.netns import IP, ip_in, veth_netns
 
 LO = (
     '{"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],"mtu":65536,"qdisc":"noqueue",'
@@ -336,43 +334,18 @@ def test_ip_j_rule(ipstack: IpStack) -> None:
 
 # The same state in a namespace of our own, asked live.
 
-IP = shutil.which("ip")
-
-
-def _ip(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    assert IP is not None
-    return subprocess.run([IP, "-4", "-n", ns, *args], capture_output=True, text=True, timeout=10)
-
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    """lo and eth0 10.0.0.1/24 brd + on a veth pair whose peer is in a namespace of its own."""
-    assert IP is not None
-    ns, peer = f"se-jn-{secrets.token_hex(3)}", f"se-jp-{secrets.token_hex(3)}"
-    for name in (ns, peer):
-        subprocess.run([IP, "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(
-            [IP, "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", peer],
-            check=True,
-            timeout=10,
-        )
-        for name in (ns, peer):
-            _ip(name, "link", "set", "lo", "up")
-            _ip(name, "link", "set", "eth0", "up")
-        _ip(ns, "addr", "add", "10.0.0.1/24", "brd", "+", "dev", "eth0")
-        yield ns
-    finally:
-        for name in (ns, peer):
-            subprocess.run([IP, "netns", "del", name], timeout=10)
+    yield from veth_netns("jn")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or IP is None, reason="needs root and iproute2 for a network namespace")
 def test_json_matches_the_kernel(routed: IpStack, netns: str) -> None:  # noqa: F811
     for args, code, _ in ROUTE_ADDS:
-        assert _ip(netns, "route", *args).returncode == code, args
+        assert ip_in(netns, "route", *args).returncode == code, args
     for args in RULE_ADDS:
-        assert _ip(netns, "rule", "add", *args).returncode == 0, args
+        assert ip_in(netns, "rule", "add", *args).returncode == 0, args
         assert routed.run("ip", "rule", "add", *args).exit_code == 0, args
     for args in (
         ("route",),
@@ -385,7 +358,7 @@ def test_json_matches_the_kernel(routed: IpStack, netns: str) -> None:  # noqa: 
         ("-p", "link", "show", "lo"),
         *(("route", "get", *g) for g, _ in GETS),
     ):
-        kernel = _ip(netns, "-j", *args)
+        kernel = ip_in(netns, "-j", *args)
         r = routed.run("ip", "-j", *args)
         assert (r.exit_code, r.stdout) == (kernel.returncode, kernel.stdout), args
     # The neighbour states of the fake NIC, made in the kernel: the same entries.
@@ -397,8 +370,8 @@ def test_json_matches_the_kernel(routed: IpStack, netns: str) -> None:  # noqa: 
         ("10.0.0.6", ("lladdr", "02:00:0a:00:00:06", "nud", "noarp")),
         ("10.0.0.7", ("lladdr", "02:00:0a:00:00:07", "nud", "stale")),
     ):
-        assert _ip(netns, "neigh", "add", addr, *extra, "dev", "eth0").returncode == 0, addr
+        assert ip_in(netns, "neigh", "add", addr, *extra, "dev", "eth0").returncode == 0, addr
     for args in (("neigh",), ("neigh", "show", "dev", "eth0"), ("neigh", "show", "nud", "all")):
-        kernel = json.loads(_ip(netns, "-j", *args).stdout)
+        kernel = json.loads(ip_in(netns, "-j", *args).stdout)
         emulated = json.loads(routed.run("ip", "-j", *args).stdout)
         assert sorted(emulated, key=lambda n: n["dst"]) == sorted(kernel, key=lambda n: n["dst"]), args

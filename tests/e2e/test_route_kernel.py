@@ -6,51 +6,25 @@ and exit with must be the same. Skipped when not root or without `ip`."""
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cli.conftest import IpStack, ipstack, stack  # noqa: F401  (the fixtures)
+from tests.netns import IP, ip_in, veth_netns
 
-IP = shutil.which("ip")
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or IP is None, reason="needs root and iproute2 for a network namespace"
 )
 
 
-def _ip(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    assert IP is not None
-    return subprocess.run([IP, "-4", "-n", ns, *args], capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
-    assert IP is not None
-    ns, peer = f"se-rt-{secrets.token_hex(3)}", f"se-rp-{secrets.token_hex(3)}"
-    for name in (ns, peer):
-        subprocess.run([IP, "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(
-            [IP, "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", peer],
-            check=True,
-            timeout=10,
-        )
-        for name in (ns, peer):
-            _ip(name, "link", "set", "lo", "up")
-            _ip(name, "link", "set", "eth0", "up")
-        _ip(ns, "addr", "add", "10.0.0.1/24", "brd", "+", "dev", "eth0")
-        _ip(peer, "addr", "add", "10.0.0.2/24", "brd", "+", "dev", "eth0")
-        yield ns
-    finally:
-        for name in (ns, peer):
-            subprocess.run([IP, "netns", "del", name], timeout=10)
+    yield from veth_netns("rt")
 
 
 def _both(s: IpStack, ns: str, *args: str) -> tuple[tuple[int, str], tuple[int, str]]:
-    k = _ip(ns, *args)
+    k = ip_in(ns, *args)
     r = s.run("ip", *args)
     return (k.returncode, k.stdout + k.stderr), (r.exit_code, r.stdout + r.stderr)
 
