@@ -384,12 +384,11 @@ class FibLayer:
 
 
 class AioThread:
-    """A grpc.aio server on 127.0.0.1:0 running its own event loop in a thread."""
+    """A grpc.aio server on 127.0.0.1:0 running its own event loop in a thread, with
+    the servicers each `register(server)` adds."""
 
-    def __init__(self, servicer: Any) -> None:
+    def __init__(self, *register: Any) -> None:
         import asyncio
-
-        from stackemu.ip.v1 import ip_pb2_grpc
 
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -397,7 +396,8 @@ class AioThread:
 
         async def start() -> None:
             self.server = grpc.aio.server()
-            ip_pb2_grpc.add_IpServiceServicer_to_server(servicer, self.server)
+            for add in register:
+                add(self.server)
             self.port = self.server.add_insecure_port("127.0.0.1:0")
             await self.server.start()
             self.ready.set()
@@ -434,7 +434,13 @@ def ipstack(stack: Stack) -> Iterator[IpStack]:
             self.layer = layer  # type: ignore[assignment]
 
     layers = {"alice": FibLayer(), "bob": FibLayer()}
-    servers = {h: AioThread(IpService(layer)) for h, layer in layers.items()}
+    from stackemu.ip.v1 import ip_pb2_grpc
+
+    def ip_server(layer: FibLayer) -> AioThread:
+        servicer = IpService(layer)
+        return AioThread(lambda s: ip_pb2_grpc.add_IpServiceServicer_to_server(servicer, s))
+
+    servers = {h: ip_server(layer) for h, layer in layers.items()}
     state_file = stack.state_dir / "stack.json"
     data = json.loads(state_file.read_text())
     for h, srv in servers.items():

@@ -10,10 +10,8 @@ hoststack_fixture to use the `hoststack` fixture."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +29,7 @@ from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.skb.v1 import skb_pb2
 from stackemu.socket.v1 import socket_pb2, socket_pb2_grpc
 from stackemu.udp.v1 import udp_pb2_grpc
-from tests.cli.conftest import IpStack, Stack
+from tests.cli.conftest import AioThread, IpStack, Stack
 from tests.services.fakes_udp import LoopbackUdp
 
 SOCK_DGRAM = 2
@@ -98,37 +96,6 @@ class HostStack:
         return bytes(r.data)
 
 
-class _Server:
-    """A grpc.aio server on 127.0.0.1:0 running its own event loop in a thread."""
-
-    def __init__(self, *register: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.port = 0
-
-        async def start() -> None:
-            self.server = grpc.aio.server()
-            for add in register:
-                add(self.server)
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
-            await self.server.start()
-            self.ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(start())
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(5), "the test server did not start"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def _host(stack: Stack, ip: FakeIpStats | None) -> Iterator[HostStack]:
     udp = LoopbackUdp()
     socket_servicer = SocketServicer(SocketLayer(udp), "alice")
@@ -139,7 +106,7 @@ def _host(stack: Stack, ip: FakeIpStats | None) -> Iterator[HostStack]:
     ]
     if ip is not None:
         register.append(lambda s: ip_pb2_grpc.add_IpServiceServicer_to_server(ip, s))
-    server = _Server(*register)
+    server = AioThread(*register)
     addr = f"127.0.0.1:{server.port}"
     state_file = stack.state_dir / "stack.json"
     data = json.loads(state_file.read_text())
