@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,7 +40,7 @@ def health(addr: str, timeout: float = 1.0) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # As the gRPC server binds: connections left in TIME_WAIT do not count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,6 +49,22 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def wanted_ports(base: int) -> list[int]:
+    """Every port a stack on `base` listens on: each service's gRPC port and its
+    metrics port."""
+    return [q for host in ports(base).values() for p in host.values() for q in (p, metrics_port(p))]
+
+
+def free_base() -> int:
+    """A random base port whose wanted_ports are all free (a test's or a benchmark's
+    stack of its own; random, so that two of them do not race for one)."""
+    for _ in range(50):
+        base = random.randrange(20000, 30000, 20)
+        if all(port_free(p) for p in wanted_ports(base)):
+            return base
+    raise LaunchError("no free port range for a stack")
 
 
 def _alive(pid: int) -> bool:
@@ -95,8 +112,7 @@ def up(
         raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
     base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
     layout = ports(base)
-    wanted = [q for host in layout.values() for p in host.values() for q in (p, metrics_port(p))]
-    busy = [p for p in wanted if not _port_free(p)]
+    busy = [p for p in wanted_ports(base) if not port_free(p)]
     if busy:
         raise LaunchError(
             f"ports {', '.join(map(str, busy))} are in use: choose another base with "

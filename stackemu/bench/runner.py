@@ -8,9 +8,7 @@ import contextlib
 import json
 import os
 import platform
-import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from stackemu.bench import emulated, kernel
 from stackemu.bench.sample import Budget, RoundTrips, Transfer
 from stackemu.bench.stats import Summary, meets, ratio, summarize
 from stackemu.tools.common import Progress, colour
-from stackemu.topology import HOSTS, LAYERS, metrics_port, ports
+from stackemu.topology import HOSTS, LAYERS
 
 Sample = Transfer | RoundTrips
 
@@ -150,27 +148,6 @@ SCENARIOS = (
 SCENARIO_KEYS = tuple(s.key for s in SCENARIOS)
 
 
-def _free_base() -> int:
-    """A base port whose services' ports and metrics ports are all free (as
-    launcher.up checks them); random, so that two runs do not race for one."""
-    for _ in range(50):
-        base = random.randrange(20000, 30000, 20)
-        wanted = [q for host in ports(base).values() for p in host.values() for q in (p, metrics_port(p))]
-        if all(_port_free(p) for p in wanted):
-            return base
-    raise click.ClickException("no free port range for the benchmark's stack")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _stack_of(data: dict[str, Any], where: str) -> Stack:
     alice, bob = HOSTS[0], HOSTS[1]
     try:
@@ -193,7 +170,9 @@ def _own_stack(progress: Progress) -> Iterator[Stack]:
         progress.spin("starting the emulated stack")
         try:
             data = launcher.up(
-                _free_base(), log=lambda _: None, on_wait=lambda _: progress.spin("starting the stack")
+                launcher.free_base(),
+                log=lambda _: None,
+                on_wait=lambda _: progress.spin("starting the stack"),
             )
         except launcher.LaunchError as err:
             raise click.ClickException(f"cannot start the benchmark's stack: {err}") from None

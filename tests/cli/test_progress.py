@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from stackemu import launcher
 from stackemu.cli import main
+from stackemu.launcher import free_base
 from stackemu.tools.common import Progress, colour
 from stackemu.topology import LAYERS
-from tests.e2e.stackrun import free_base
 
 
 class Tty(io.StringIO):

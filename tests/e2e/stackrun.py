@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def free_base() -> int:
-    """A base port whose 20 ports, and the 20 metrics ports 1000 above them, are all free
-    (the launcher uses base+0..3, +10..13, and each of those + 1000)."""
-    for _ in range(50):
-        base = random.randrange(20000, 30000, 20)
-        ok = True
-        for p in (*range(base, base + 20), *range(base + 1000, base + 1020)):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
+from stackemu import launcher
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -40,7 +21,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
 def stack_env(state_dir: str) -> dict[str, str]:
     """The environment of a stack of the test's own: its state directory, free ports, and
     no client settings inherited from whoever runs the tests."""
-    env = {**os.environ, "STACKEMU_STATE_DIR": state_dir, "STACKEMU_BASE_PORT": str(free_base())}
+    env = {**os.environ, "STACKEMU_STATE_DIR": state_dir, "STACKEMU_BASE_PORT": str(launcher.free_base())}
     for name in ("STACKEMU_SOCKET_ADDR", "STACKEMU_HOST", "STACKEMU_UID", "STACKEMU_CAPS", "STACKEMU_NOFILE"):
         env.pop(name, None)
     return env
