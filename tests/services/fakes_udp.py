@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -261,6 +261,9 @@ def icmp_error(skb: SkBuff, icmp_type: int, code: int, info: int = 0, quote_max:
     return IcmpError(out, icmp_type, code, info)
 
 
+# What a FakeIp sends up the Attach stream.
+UpItem = skb_pb2.SkBuff | ip_pb2.IcmpError | skb_pb2.TxCompletion | skb_pb2.TxTimestamp
+
 # The devices the real IP service names in its first Attach message: a host of lo alone.
 LO_DEVICES = [ip_pb2.Device(ifindex=LO_IFINDEX, name="lo", mtu=LO_MTU)]
 
@@ -272,7 +275,7 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
         self.genid = 1
         self.sent: asyncio.Queue[SkBuff] = asyncio.Queue()
         self.icmp_sent: asyncio.Queue[ip_pb2.IcmpError] = asyncio.Queue()
-        self.up: BatchQueue[skb_pb2.SkBuff | ip_pb2.IcmpError] = BatchQueue()
+        self.up: BatchQueue[UpItem] = BatchQueue()
         self.route_requests: list[ip_pb2.RouteOutputRequest] = []
 
     async def Attach(
@@ -286,10 +289,14 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
             for e in req.icmp_send:
                 self.icmp_sent.put_nowait(e)
 
-        def wrap(batch: list[skb_pb2.SkBuff | ip_pb2.IcmpError]) -> ip_pb2.AttachResponse:
+        def wrap(batch: list[UpItem]) -> ip_pb2.AttachResponse:
+            # What the test put on self.up, each kind in its field, as the IP service
+            # sends datagrams, ICMP errors, TX completions and TX timestamps up.
             return ip_pb2.AttachResponse(
                 skbs=[x for x in batch if isinstance(x, skb_pb2.SkBuff)],
                 errors=[x for x in batch if isinstance(x, ip_pb2.IcmpError)],
+                tx_done=[x for x in batch if isinstance(x, skb_pb2.TxCompletion)],
+                tx_timestamps=[x for x in batch if isinstance(x, skb_pb2.TxTimestamp)],
                 fib_genid=self.genid,
             )
 
@@ -462,6 +469,9 @@ class UdpHarness:
     """A UDP service (UdpService: UdpServicer, IpRoutes, UdpLayer) on 127.0.0.1:0,
     attached to a FakeIp, with a ProtoStream as its socket layer."""
 
+    # The IP service's stand-in (a subclass for tests that need more of it).
+    ip_class: type[FakeIp] = FakeIp
+
     ip: FakeIp
     layer: UdpLayer
     service: UdpService
@@ -482,8 +492,8 @@ class UdpHarness:
         self._servers.append(server)
         return f"127.0.0.1:{port}"
 
-    async def __aenter__(self) -> UdpHarness:
-        self.ip = FakeIp()
+    async def __aenter__(self) -> Self:
+        self.ip = self.ip_class()
         ip_addr = await self._serve(lambda s: ip_pb2_grpc.add_IpServiceServicer_to_server(self.ip, s))
         routes = IpRoutes()
         self.layer = UdpLayer("alice", self._sysctl, routes)

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
 import pytest
 
 from services.core import errno
 from services.core.netdev import NETIF_F_HW_CSUM, NETIF_F_SG
-from services.core.skbuff import Dst, SkBuff
+from services.core.skbuff import Dst
 from services.core.socket_uapi import (
     MSG_CONFIRM,
     MSG_DONTROUTE,
@@ -39,16 +36,13 @@ from services.core.socket_uapi import (
     SO_SNDBUF,
     SOL_SOCKET,
 )
-from services.core.stream import serve_bidi
 from services.core.sysctl import Sysctl
 from services.udp.layer import UdpLayer
 from services.udp.sock import UdpSock
-from stackemu.ip.v1 import ip_pb2
 from stackemu.skb.v1 import skb_pb2
 from stackemu.udp.v1 import udp_pb2
 from tests.services import fakes_udp
 from tests.services.fakes_udp import (
-    LO_DEVICES,
     FakeIp,
     LoopbackUdp,
     UdpHarness,
@@ -448,40 +442,14 @@ class TxIp(FakeIp):
         super().__init__()
         self.tx: asyncio.Queue[skb_pb2.TxCompletion] = asyncio.Queue()
 
-    async def Attach(
-        self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        yield ip_pb2.AttachResponse(fib_genid=self.genid, devices=LO_DEVICES)
-
-        async def on_request(req: ip_pb2.AttachRequest) -> None:
-            for m in req.skbs:
-                self.sent.put_nowait(SkBuff.from_proto(m))
-
-        def wrap(batch: list[Any]) -> ip_pb2.AttachResponse:
-            return ip_pb2.AttachResponse(
-                tx_done=[x for x in batch if isinstance(x, skb_pb2.TxCompletion)], fib_genid=self.genid
-            )
-
-        async for resp in serve_bidi(request_iterator, self.up, on_request, wrap):
-            yield resp
-
     def tx_done(self, sk: int, wmem: int, enobufs: int = 0) -> None:
         """sock_wfree() below: the UDP service hears of it on the Attach stream."""
-        assert self.up.put_nowait([skb_pb2.TxCompletion(sk=sk, wmem=wmem, enobufs=enobufs)])  # type: ignore[list-item]
+        assert self.up.put_nowait([skb_pb2.TxCompletion(sk=sk, wmem=wmem, enobufs=enobufs)])
 
 
 class TxHarness(UdpHarness):
     ip: TxIp
-
-    async def __aenter__(self) -> TxHarness:
-        original = fakes_udp.FakeIp
-        setattr(fakes_udp, "FakeIp", TxIp)  # noqa: B010
-        try:
-            await super().__aenter__()
-        finally:
-            setattr(fakes_udp, "FakeIp", original)  # noqa: B010
-        assert isinstance(self.ip, TxIp)
-        return self
+    ip_class = TxIp
 
 
 def send_op(size: int, flags: int = 0, timeout_ns: int = -1) -> udp_pb2.SendmsgOp:

@@ -11,26 +11,18 @@ test_tstamp_kernel.py compares the same scenarios with the kernel through the dr
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-
-import grpc
 
 from services.core import errno
 from services.core.cred import CAP_FULL_SET, CAP_NET_ADMIN, CAP_NET_RAW
 from services.core.skbuff import SKBTX_IN_PROGRESS, SkBuff
 from services.core.socket_uapi import SCM_TSTAMP_SCHED, SCM_TSTAMP_SND, SOL_IP, SOL_SOCKET
-from services.core.stream import serve_bidi
 from services.core.sysctl import Sysctl
 from services.core.wire.ipv4 import IPPROTO_UDP, Ipv4Repr
 from services.ip.sockglue import build_cmsgs
-from stackemu.ip.v1 import ip_pb2
 from stackemu.skb.v1 import skb_pb2
 from stackemu.udp.v1 import udp_pb2
-from tests.services import fakes_udp
 from tests.services.fakes_udp import (
-    LO_DEVICES,
     LOOPBACK,
-    FakeIp,
     UdpHarness,
     async_test,
     delivered_skb,
@@ -71,46 +63,14 @@ def recverr(tstype: int, key: int = 0, offender: bytes = bytes(16)) -> bytes:
     return cmsg(SOL_IP, IP_RECVERR, ee + offender)
 
 
-class StampingIp(FakeIp):
-    """FakeIp that also relays TxTimestamp items up, as the IP service does."""
-
-    async def Attach(
-        self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ip_pb2.AttachResponse]:
-        yield ip_pb2.AttachResponse(fib_genid=self.genid, devices=LO_DEVICES)
-
-        async def on_request(req: ip_pb2.AttachRequest) -> None:
-            for m in req.skbs:
-                self.sent.put_nowait(SkBuff.from_proto(m))
-
-        def wrap(batch: list[skb_pb2.SkBuff | skb_pb2.TxTimestamp]) -> ip_pb2.AttachResponse:
-            return ip_pb2.AttachResponse(
-                skbs=[x for x in batch if isinstance(x, skb_pb2.SkBuff)],
-                tx_timestamps=[x for x in batch if isinstance(x, skb_pb2.TxTimestamp)],
-                fib_genid=self.genid,
-            )
-
-        async for resp in serve_bidi(request_iterator, self.up, on_request, wrap):  # type: ignore[arg-type]
-            yield resp
-
-
 class Harness(UdpHarness):
-    """UdpHarness with StampingIp as its IP service."""
-
-    async def __aenter__(self) -> Harness:
-        saved = fakes_udp.FakeIp
-        fakes_udp.FakeIp = StampingIp  # type: ignore[misc]
-        try:
-            await super().__aenter__()
-        finally:
-            fakes_udp.FakeIp = saved  # type: ignore[misc]
-        return self
+    """UdpHarness whose IP side also relays TX timestamps up, as the IP service does."""
 
     async def stamped(self, clone: SkBuff, tstype: int) -> None:
         """The NIC's __skb_tstamp_tx clone reaching the UDP service, then a datagram to a
         port nobody has in a batch of its own: once udp_rcv took it, the stamp before it
         on the stream has been handled."""
-        self.ip.up.put_nowait([skb_pb2.TxTimestamp(skb=clone.to_proto(), tstype=tstype)])  # type: ignore[list-item]
+        self.ip.up.put_nowait([skb_pb2.TxTimestamp(skb=clone.to_proto(), tstype=tstype)])
         await self.deliver(delivered_skb(LOOPBACK, LOOPBACK, udp_segment(LOOPBACK, LOOPBACK, 1, 7, b"")))
 
 
