@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from services.core.flowledger import FlowKey
 from stackemu import state
 from stackemu.ip.v1 import ip_pb2
 from stackemu.nic.v1 import nic_pb2
@@ -180,9 +181,6 @@ def ledgers(hosts: Sequence[str]) -> list[tuple[str, str, dropmon_pb2.GetFlowLed
         with DropMon(layer, host) as svc:
             result.append((host, layer, svc.call("GetFlowLedger", dropmon_pb2.GetFlowLedgerRequest())))
     return result
-
-
-FlowKey = tuple[int, int, int, int, int]
 
 
 @dataclass
