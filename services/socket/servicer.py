@@ -273,14 +273,19 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(request.fds)} fds is more than RLIMIT_NOFILE {nofile}",
             )
-        latest: list[list[int] | None] = []
+        # The revents not yet sent (only the latest is kept), and whether the poll loop
+        # has ended.
+        latest: list[int] | None = None
+        done = False
         ready = asyncio.Event()
 
         async def report(revents: list[int]) -> None:
-            latest[:] = [revents]
+            nonlocal latest
+            latest = revents
             ready.set()
 
         async def run() -> None:
+            nonlocal done
             try:
                 await self.layer.poll(
                     request.pid,
@@ -289,22 +294,17 @@ class SocketServicer(socket_pb2_grpc.SocketServiceServicer):
                     report,
                 )
             finally:
-                latest.append(None)
+                done = True
                 ready.set()
 
         task = asyncio.create_task(run())
         try:
-            while True:
+            while not done or latest is not None:
                 await ready.wait()
                 ready.clear()
-                pending, latest[:] = list(latest), []
-                for revents in pending:
-                    if revents is None:
-                        break
+                if latest is not None:
+                    revents, latest = latest, None
                     yield pb.PollResponse(revents=revents)
-                else:
-                    continue
-                break
             try:
                 await task
             except UnknownProcess as err:
