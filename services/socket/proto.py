@@ -12,8 +12,9 @@ from typing import Protocol
 from services.core.cred import ROOT, Cred
 from services.core.datagram import Datagram
 from services.ip.sockglue import RecvMsg
+from services.udp.output import MmsgSend
 
-__all__ = ["Datagram", "RecvMsg", "UdpProto"]
+__all__ = ["Datagram", "MmsgSend", "RecvMsg", "UdpProto"]
 
 
 class UdpProto(Protocol):
@@ -36,9 +37,22 @@ class UdpProto(Protocol):
         timeout_ns: int = -1,
     ) -> int: ...
 
+    async def sendmmsg(self, sk: int, msgs: list[MmsgSend]) -> list[int]:
+        """Each message in order, stopping at the first that fails; its error is
+        raised when it is the first (__sys_sendmmsg)."""
+        ...
+
     async def recvmsg(
         self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
     ) -> RecvMsg: ...
+
+    async def recvmmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int, vlen: int
+    ) -> tuple[list[RecvMsg], int]:
+        """Up to vlen datagrams: the first read as recvmsg reads one (its error is
+        raised), the others with MSG_DONTWAIT until one fails, whose errno comes back
+        with those read (EAGAIN: none more queued)."""
+        ...
 
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None: ...
 

@@ -55,7 +55,7 @@ from services.core.sysctl import MAX_SCHEDULE_TIMEOUT
 from services.core.sysctl import SOCK_HZ as HZ
 from services.core.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_UDPLITE
 from services.socket.files import Process, ProcessTable, SocketFile
-from services.socket.proto import RecvMsg, UdpProto
+from services.socket.proto import MmsgSend, RecvMsg, UdpProto
 
 # include/linux/socket.h: AF_MAX (NPROTO), and sizeof(struct sockaddr_storage), the
 # most move_addr_to_kernel() copies.
@@ -95,6 +95,18 @@ _TIMEVAL = struct.Struct("=qq")
 TIMEVAL_LEN = _TIMEVAL.size
 USEC_PER_SEC = 1_000_000
 NSEC_PER_SEC = 1_000_000_000
+
+
+def _send_wait(f: SocketFile, flags: int, timeout_ns: int | None) -> tuple[int, int]:
+    """The flags and send buffer wait of a send on f: sock_sndtimeo() (none on an
+    O_NONBLOCK file or with MSG_DONTWAIT, else SO_SNDTIMEO), unless the caller bounds
+    the wait (a Python timeout-mode socket's poll(POLLOUT), which waits even on an
+    O_NONBLOCK file)."""
+    if timeout_ns is not None and timeout_ns >= 0 and not flags & MSG_DONTWAIT:
+        return flags, timeout_ns
+    if f.nonblock:
+        flags |= MSG_DONTWAIT
+    return flags, 0 if flags & MSG_DONTWAIT else f.sndtimeo_ns
 
 
 class SocketLayer:
@@ -206,12 +218,7 @@ class SocketLayer:
         control: bytes,
         timeout_ns: int | None,
     ) -> int:
-        if timeout_ns is not None and timeout_ns >= 0 and not flags & MSG_DONTWAIT:
-            return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control, timeout_ns)
-        if f.nonblock:
-            flags |= MSG_DONTWAIT
-        # sock_sndtimeo(): no wait with MSG_DONTWAIT, else SO_SNDTIMEO.
-        timeout = 0 if flags & MSG_DONTWAIT else f.sndtimeo_ns
+        flags, timeout = _send_wait(f, flags, timeout_ns)
         return await self.proto.sendmsg(f.sk, data, addr, flags, trace, control, timeout)
 
     async def recvmsg(
@@ -362,15 +369,12 @@ class SocketLayer:
         if flags & MSG_CMSG_COMPAT:
             raise errno.kernel_error(errno.EINVAL)
         f = self._file(pid, fd)
-        sent: list[int] = []
-        for data, name, control in msgs[:UIO_MAXIOV]:
-            try:
-                sent.append(await self._sendmsg(f, data, name, flags, False, control, timeout_ns))
-            except OSError:
-                if not sent:
-                    raise
-                break
-        return sent
+        flags, timeout = _send_wait(f, flags, timeout_ns)
+        vec = [MmsgSend(data, name, control, flags, timeout) for data, name, control in msgs[:UIO_MAXIOV]]
+        if not vec:
+            return []
+        # The whole vector goes below as one call, so its datagrams travel as one batch.
+        return await self.proto.sendmmsg(f.sk, vec)
 
     async def recvmmsg(
         self,
@@ -411,14 +415,30 @@ class SocketLayer:
             return []
         got: list[RecvMsg] = []
         while len(got) < vlen:
+            # The reads are asked for in batches: the first as recvmsg reads, the
+            # others without waiting. With a timeout, one at a time, as the kernel
+            # looks at it after each datagram.
+            rflags = flags & ~MSG_WAITFORONE
+            wait = f.rcvtimeo_ns
+            if f.nonblock:
+                rflags |= MSG_DONTWAIT
+            batch = 1 if end is not None else vlen - len(got)
+            err = 0
             try:
-                got.append(await self._recvmsg(f, bufsize, flags & ~MSG_WAITFORONE, None, controllen))
-            except OSError as err:
+                more, err = await self.proto.recvmmsg(f.sk, bufsize, rflags, wait, controllen, batch)
+                got += more
+            except OSError as e:
                 if not got:
                     raise
-                if err.errno != errno.EAGAIN:
+                err = e.errno or errno.EIO
+            if err == errno.EAGAIN and not rflags & MSG_DONTWAIT and wait and not flags & MSG_WAITFORONE:
+                # Only "none queued now" for a batch's later reads: the kernel's own
+                # reads of them would wait.
+                err = 0
+            if err:
+                if err != errno.EAGAIN:
                     try:
-                        await self.proto.set_err(f.sk, err.errno or errno.EIO)
+                        await self.proto.set_err(f.sk, err)
                     except OSError:
                         pass  # the socket went meanwhile (closed)
                 break

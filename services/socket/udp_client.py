@@ -14,8 +14,13 @@ from services.core import errno
 from services.core.cred import ROOT, Cred
 from services.core.datagram import datagram_from_proto
 from services.core.stream import BatchQueue, messages
-from services.socket.proto import RecvMsg
+from services.socket.proto import MmsgSend, RecvMsg
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
+
+
+def _recv_msg(m: udp_pb2.RecvmsgResult) -> RecvMsg:
+    d = datagram_from_proto(m)
+    return RecvMsg(**{f.name: getattr(d, f.name) for f in fields(d)}, control=m.control)
 
 
 class UdpClient:
@@ -107,6 +112,16 @@ class UdpClient:
         )
         return int(reply.sendmsg.sent)
 
+    async def sendmmsg(self, sk: int, msgs: list[MmsgSend]) -> list[int]:
+        ops = [
+            udp_pb2.SendmsgOp(
+                data=m.data, name=m.name, flags=m.flags, control=m.control, timeout_ns=m.timeout_ns
+            )
+            for m in msgs
+        ]
+        reply = await self._call(sk, sendmmsg=udp_pb2.SendmmsgOp(msgs=ops))
+        return list(reply.sendmmsg.sent)
+
     async def recvmsg(
         self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
     ) -> RecvMsg:
@@ -114,8 +129,14 @@ class UdpClient:
             sk,
             recvmsg=udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns, controllen=controllen),
         )
-        d = datagram_from_proto(reply.recvmsg)
-        return RecvMsg(**{f.name: getattr(d, f.name) for f in fields(d)}, control=reply.recvmsg.control)
+        return _recv_msg(reply.recvmsg)
+
+    async def recvmmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int, vlen: int
+    ) -> tuple[list[RecvMsg], int]:
+        op = udp_pb2.RecvmsgOp(len=length, flags=flags, timeout_ns=timeout_ns, controllen=controllen)
+        reply = await self._call(sk, recvmmsg=udp_pb2.RecvmmsgOp(msg=op, vlen=vlen))
+        return [_recv_msg(m) for m in reply.recvmmsg.msgs], reply.recvmmsg.errno
 
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
         await self._call(sk, setsockopt=udp_pb2.SetsockoptOp(level=level, optname=optname, optval=optval))

@@ -9,10 +9,11 @@ layers below report it freed (TX completions, sock_wfree)."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.core import errno
 from services.core.checksum import csum_partial, csum_tcpudp_magic, csum_tcpudp_nofold
@@ -84,6 +85,17 @@ _HDR = struct.Struct("!HHHH")
 
 
 RouteFn = Callable[..., Awaitable[tuple[Dst, int, int]]]
+
+
+class MmsgSend(NamedTuple):
+    """One message of a sendmmsg vector: msg_iov's bytes, msg_name, msg_control, the
+    call's flags and its send buffer wait (sock_sndtimeo)."""
+
+    data: bytes
+    name: bytes
+    control: bytes
+    flags: int
+    timeout_ns: int
 
 
 @dataclass(slots=True)
@@ -173,6 +185,20 @@ class UdpOutput:
             if connected:
                 s.dst_cache = route
         return route
+
+    async def sendmmsg(self, s: UdpSock, msgs: Sequence[MmsgSend]) -> list[int]:
+        """__sys_sendmmsg()'s loop over udp_sendmsg(): each message in order, stopping
+        at the first that fails. Its error is raised when it is the first message, and
+        lost otherwise, as the kernel loses it. The datagrams go down as one batch."""
+        sent: list[int] = []
+        for m in msgs:
+            try:
+                sent.append(await self.sendmsg(s, m.data, m.name, m.flags, False, m.control, m.timeout_ns))
+            except OSError:
+                if not sent:
+                    raise
+                break
+        return sent
 
     async def sendmsg(
         self,
@@ -410,8 +436,9 @@ class UdpOutput:
         skb may be allocated while sk_wmem_alloc is below sk_sndbuf (so one datagram may
         take it past); else SOCK_NOSPACE and EAGAIN at once, or a wait (up to
         timeout_ns) for sock_def_write_space() to say there is room again."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_ns < 0 else loop.time() + timeout_ns / 1e9
+        # time.monotonic(), the clock asyncio's timers run on: no get_running_loop()
+        # (a getpid() each) on this per-datagram path.
+        deadline = None if timeout_ns < 0 else time.monotonic() + timeout_ns / 1e9
         while True:
             err = s.sock_error()
             if err:
@@ -425,7 +452,7 @@ class UdpOutput:
             if not s.wmem_full():
                 return
             s.nospace = True
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise errno.kernel_error(errno.EAGAIN)
             # sock_def_write_space() wakes every sender: nothing to pass on.

@@ -6,8 +6,8 @@ receive cmsgs in the kernel's order."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
+import time
 
 from services.core import errno
 from services.core.dropreason import DropStats, SkbDropReason
@@ -108,8 +108,9 @@ class UdpRecv:
         is taken. MSG_ERRQUEUE reads the error queue instead (ip_recv_error)."""
         if flags & MSG_ERRQUEUE:
             return self._recv_error(s, length, controllen)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_ns < 0 else loop.time() + timeout_ns / 1e9
+        # time.monotonic(), the clock asyncio's timers run on: no get_running_loop()
+        # (a getpid() each) on this per-datagram path.
+        deadline = None if timeout_ns < 0 else time.monotonic() + timeout_ns / 1e9
         while True:
             found = await self._skb_recv_udp(s, flags, timeout_ns, deadline)
             if found is None:
@@ -127,6 +128,23 @@ class UdpRecv:
                 continue
             return self._copy_out(s, skb, off, length, flags, controllen)
 
+    async def recvmmsg(
+        self, s: UdpSock, length: int, flags: int, timeout_ns: int, controllen: int, vlen: int
+    ) -> tuple[list[RecvMsg], int]:
+        """do_recvmmsg()'s loop over udp_recvmsg() for up to vlen datagrams: the first
+        as flags and timeout_ns say (its error is raised), the others with
+        MSG_DONTWAIT, until one fails: its errno is returned with those read (EAGAIN:
+        nothing more is queued)."""
+        got = [await self.udp_recvmsg(s, length, flags, timeout_ns, controllen)]
+        err = 0
+        while len(got) < vlen:
+            try:
+                got.append(await self.udp_recvmsg(s, length, flags | MSG_DONTWAIT, 0, controllen))
+            except OSError as e:
+                err = e.errno or errno.EIO
+                break
+        return got, err
+
     async def _skb_recv_udp(
         self, s: UdpSock, flags: int, timeout_ns: int, deadline: float | None
     ) -> tuple[SkBuff, int] | None:
@@ -134,7 +152,6 @@ class UdpRecv:
         sk_data_ready (exclusive wake-up) until the deadline. None when a call that
         would wait finds the socket shut down for reading
         (__skb_wait_for_more_packets: RCV_SHUTDOWN ends the wait with no error)."""
-        loop = asyncio.get_running_loop()
         while True:
             err = s.sock_error()
             if err:
@@ -148,7 +165,7 @@ class UdpRecv:
                 raise errno.kernel_error(errno.EAGAIN)
             if s.shutdown & RCV_SHUTDOWN:
                 return None
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise errno.kernel_error(errno.EAGAIN)
             # Woken (sk_data_ready's or sk_error_report's exclusive wake-up) but

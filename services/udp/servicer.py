@@ -13,10 +13,10 @@ from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.cred import Cred
 from services.core.datagram import datagram_to_proto
 from services.core.metrics import SOCK_GAUGES, Collector, DropCollector, SnmpCollector, TableCollector
-from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
 from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
 from services.core.snmp import to_flat_dict
-from services.core.socket_uapi import MSG_DONTWAIT, MSG_ERRQUEUE
+from services.core.socket_uapi import MSG_DONTWAIT, MSG_ERRQUEUE, UIO_MAXIOV
 from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.core.sysctl import SYSCTLS, get_sysctls, set_sysctl
 from services.core.trace import ring_to_proto
@@ -24,6 +24,7 @@ from services.core.wire.ipv4 import ip_to_str
 from services.ip.sockglue import RecvMsg
 from services.udp.errors import IcmpError
 from services.udp.layer import UdpLayer
+from services.udp.output import MmsgSend
 from services.udp.poll import udp_poll, udp_poll_wait
 from services.udp.sock import UdpSock
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -39,10 +40,19 @@ def _reply_error(call_id: int, err: OSError) -> udp_pb2.ProtoReply:
     return udp_pb2.ProtoReply(id=call_id, errno=err.errno or errno.EINVAL)
 
 
-def _recv_reply(call_id: int, r: RecvMsg) -> udp_pb2.ProtoReply:
+def _recv_result(r: RecvMsg) -> udp_pb2.RecvmsgResult:
     result = datagram_to_proto(r)
     result.control = r.control
-    return udp_pb2.ProtoReply(id=call_id, recvmsg=result)
+    return result
+
+
+def _recv_reply(call_id: int, got: list[RecvMsg], err: int) -> udp_pb2.ProtoReply:
+    return udp_pb2.ProtoReply(id=call_id, recvmsg=_recv_result(got[0]))
+
+
+def _recvmmsg_reply(call_id: int, got: list[RecvMsg], err: int) -> udp_pb2.ProtoReply:
+    result = udp_pb2.RecvmmsgResult(msgs=[_recv_result(r) for r in got], errno=err)
+    return udp_pb2.ProtoReply(id=call_id, recvmmsg=result)
 
 
 def _icmp_to_proto(e: IcmpError) -> ip_pb2.IcmpError:
@@ -198,8 +208,19 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
                     self._later(call.id, lambda: self._sendmsg_reply(call.id, s, m, m.timeout_ns))
                     return
                 out.append(await self._sendmsg_reply(call.id, s, m, timeout))
+            elif op == "sendmmsg":
+                sending = self._sendmmsg(call.id, s, call.sendmmsg)
+                if sending is not None:
+                    out.append(await sending)
             elif op == "recvmsg":
-                reply = await self._recvmsg(call.id, s, call.recvmsg)
+                reply = await self._recv(call.id, s, call.recvmsg, 1, _recv_reply)
+                if reply is not None:
+                    out.append(reply)
+            elif op == "recvmmsg":
+                vlen = call.recvmmsg.vlen
+                if not 0 < vlen <= UIO_MAXIOV:
+                    raise BadMessage(f"call {call.id}: recvmmsg vlen {vlen} is not in 1..{UIO_MAXIOV}")
+                reply = await self._recv(call.id, s, call.recvmmsg.msg, vlen, _recvmmsg_reply)
                 if reply is not None:
                     out.append(reply)
             elif op == "release":
@@ -235,21 +256,29 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
         except OSError as err:
             out.append(_reply_error(call.id, err))
 
-    async def _recvmsg(self, call_id: int, s: UdpSock, m: udp_pb2.RecvmsgOp) -> udp_pb2.ProtoReply | None:
-        """The reply at once when a datagram is queued or the call must not wait; else
-        None, and a task answers when udp_recvmsg returns."""
+    async def _recv(
+        self,
+        call_id: int,
+        s: UdpSock,
+        m: udp_pb2.RecvmsgOp,
+        vlen: int,
+        reply: Callable[[int, list[RecvMsg], int], udp_pb2.ProtoReply],
+    ) -> udp_pb2.ProtoReply | None:
+        """recvmsg (vlen 1) or recvmmsg: the reply at once when a datagram is queued or
+        the call must not wait; else None, and a task answers when the first datagram
+        comes (udp_recvmsg returns)."""
         # ip_recv_error() never waits.
         blocking = m.timeout_ns != 0 and not m.flags & (MSG_DONTWAIT | MSG_ERRQUEUE)
         try:
-            r = await self.layer.udp_recvmsg(s, m.len, m.flags | MSG_DONTWAIT, 0, m.controllen)
-            return _recv_reply(call_id, r)
-        except OSError as err:
-            if not blocking or err.errno != errno.EAGAIN:
-                return _reply_error(call_id, err)
+            got, err = await self.layer.recvmmsg(s, m.len, m.flags | MSG_DONTWAIT, 0, m.controllen, vlen)
+            return reply(call_id, got, err)
+        except OSError as e:
+            if not blocking or e.errno != errno.EAGAIN:
+                return _reply_error(call_id, e)
 
         async def recv() -> udp_pb2.ProtoReply:
-            r = await self.layer.udp_recvmsg(s, m.len, m.flags, m.timeout_ns, m.controllen)
-            return _recv_reply(call_id, r)
+            got, err = await self.layer.recvmmsg(s, m.len, m.flags, m.timeout_ns, m.controllen, vlen)
+            return reply(call_id, got, err)
 
         self._later(call_id, recv)
         return None
@@ -268,6 +297,27 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
 
         self._later(call_id, wait)
         return None
+
+    def _sendmmsg(
+        self, call_id: int, s: UdpSock, m: udp_pb2.SendmmsgOp
+    ) -> Awaitable[udp_pb2.ProtoReply] | None:
+        """sendmmsg: at once when no message may wait for send buffer room, else in a
+        task (the calls after it on the stream go on meanwhile)."""
+        msgs = [
+            MmsgSend(x.data, x.name, x.control, x.flags, 0 if x.flags & MSG_DONTWAIT else x.timeout_ns)
+            for x in m.msgs
+        ]
+        if len(msgs) > UIO_MAXIOV:
+            raise BadMessage(f"call {call_id}: sendmmsg of {len(msgs)} messages, more than {UIO_MAXIOV}")
+
+        async def send() -> udp_pb2.ProtoReply:
+            sent = await self.layer.sendmmsg(s, msgs)
+            return udp_pb2.ProtoReply(id=call_id, sendmmsg=udp_pb2.SendmmsgResult(sent=sent))
+
+        if any(x.timeout_ns for x in msgs):
+            self._later(call_id, send)
+            return None
+        return send()
 
     async def _sendmsg_reply(
         self, call_id: int, s: UdpSock, m: udp_pb2.SendmsgOp, timeout_ns: int
@@ -470,7 +520,7 @@ class UdpService(Service):
         ]
 
     async def start(self, health: ServingStatus) -> None:
-        self._channel = grpc.aio.insecure_channel(self.ip_addr, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(self.ip_addr, internal=True)
         channel = self._channel
         self._task = asyncio.create_task(
             retry_forever(lambda: self.servicer.attach_ip(channel, health.serving), "attach to ip")

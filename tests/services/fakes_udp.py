@@ -39,6 +39,7 @@ from services.ip.sockglue import RecvMsg
 from services.socket.servicer import SocketServicer
 from services.socket.syscalls import SocketLayer
 from services.udp.layer import IcmpError, UdpLayer
+from services.udp.output import MmsgSend
 from services.udp.poll import udp_poll, udp_poll_wait
 from services.udp.servicer import IpRoutes, UdpService
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
@@ -277,6 +278,8 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
         self.icmp_sent: asyncio.Queue[ip_pb2.IcmpError] = asyncio.Queue()
         self.up: BatchQueue[UpItem] = BatchQueue()
         self.route_requests: list[ip_pb2.RouteOutputRequest] = []
+        # The number of skbs in each AttachRequest that carried any: the batches.
+        self.batches: list[int] = []
 
     async def Attach(
         self, request_iterator: AsyncIterator[ip_pb2.AttachRequest], context: grpc.aio.ServicerContext
@@ -284,6 +287,8 @@ class FakeIp(ip_pb2_grpc.IpServiceServicer):
         yield ip_pb2.AttachResponse(fib_genid=self.genid, devices=LO_DEVICES)
 
         async def on_request(req: ip_pb2.AttachRequest) -> None:
+            if req.skbs:
+                self.batches.append(len(req.skbs))
             for m in req.skbs:
                 self.sent.put_nowait(SkBuff.from_proto(m))
             for e in req.icmp_send:
@@ -636,10 +641,21 @@ class LoopbackUdp:
         for req in icmp:
             self.layer.udp_err(icmp_error(req.skb, req.type, req.code, req.info))
 
+    async def sendmmsg(self, sk: int, msgs: list[MmsgSend]) -> list[int]:
+        try:
+            return await self.layer.sendmmsg(self.layer.sock(sk), msgs)
+        finally:
+            self._loop()
+
     async def recvmsg(
         self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int = 0
     ) -> RecvMsg:
         return await self.layer.udp_recvmsg(self.layer.sock(sk), length, flags, timeout_ns, controllen)
+
+    async def recvmmsg(
+        self, sk: int, length: int, flags: int, timeout_ns: int, controllen: int, vlen: int
+    ) -> tuple[list[RecvMsg], int]:
+        return await self.layer.recvmmsg(self.layer.sock(sk), length, flags, timeout_ns, controllen, vlen)
 
     async def setsockopt(self, sk: int, level: int, optname: int, optval: bytes) -> None:
         await self.layer.setsockopt(self.layer.sock(sk), level, optname, optval)
