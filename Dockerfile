@@ -20,6 +20,8 @@ COPY protos/ protos/
 COPY services/ services/
 COPY stackemu/ stackemu/
 COPY compose/healthcheck.py /opt/stackemu/bin/stackemu-healthcheck
+# The host secrets' maker (docker-compose.yml's `secrets`, the Kubernetes init container).
+COPY compose/hostsecret.py /opt/stackemu/bin/stackemu-hostsecret
 # The stack file of the compose services by name, for a CLI run inside the network (the demo).
 COPY compose/stack-internal.json /opt/stackemu/share/stack-internal.json
 # scripts/genproto.sh's protoc command, with this stage's Python.
@@ -27,7 +29,7 @@ RUN find stackemu -name '*_pb2*.py*' -path '*/v1/*' -delete \
  && find protos -name '*.proto' -print0 | sort -z \
   | xargs -0 python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
  && /opt/stackemu/bin/pip install --no-deps . \
- && chmod 0755 /opt/stackemu/bin/stackemu-healthcheck
+ && chmod 0755 /opt/stackemu/bin/stackemu-healthcheck /opt/stackemu/bin/stackemu-hostsecret
 
 # Run: the venv alone (no compiler, no protoc, no sources), as an unprivileged user.
 FROM python:3.11-slim

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The image's HEALTHCHECK: ask the gRPC health service (grpc.health.v1.Health/Check,
 service "") of the stackemu service in this container, on STACKEMU_LISTEN's port over
-loopback. Exit 0 when it answers SERVING, 1 otherwise, as HEALTHCHECK wants."""
+loopback, with TLS when the container's STACKEMU_TLS_* say so (as the service listens).
+Exit 0 when it answers SERVING, 1 otherwise, as HEALTHCHECK wants."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.core.config import ConfigError
+from services.core.server import open_channel
+
 
 def main() -> int:
     listen = os.environ.get("STACKEMU_LISTEN", "")
@@ -18,7 +22,12 @@ def main() -> int:
     if not sep or not port.isdigit():
         print(f"STACKEMU_LISTEN={listen!r} is not host:port", file=sys.stderr)
         return 1
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    try:
+        channel = open_channel(f"127.0.0.1:{port}")
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    with channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError as err:

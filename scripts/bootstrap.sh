@@ -29,16 +29,18 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
 fi
 
 # tcpdump and tshark read the pcap files `stackemu tcpdump -w` writes (a test reads one
-# back with tshark). wireshark-common asks whether non-root users may capture: no.
+# back with tshark). wireshark-common asks whether non-root users may capture: no. The
+# openssl CLI makes the certificates of tests/e2e/test_tls.py (a minimal Debian lacks it).
 missing=()
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
         apt_install "${missing[@]}"
     else
-        # Only the pcap read-back test needs them; it skips and says why.
+        # Only the pcap read-back and TLS tests need them; they skip and say why.
         echo "bootstrap: ${missing[*]} not installed (run as root to install them from apt)" >&2
     fi
 fi

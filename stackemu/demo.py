@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-
+from services.core.server import open_channel
 from services.core.skbuff import TraceStep, trace_from_proto
 from services.core.sockaddr import AF_INET, make_sockaddr_in, parse_sockaddr_in
 from services.core.socket_uapi import (
@@ -51,7 +50,7 @@ class Process:
 
     def __init__(self, host: str, comm: str) -> None:
         self.host = host
-        self._channel = grpc.insecure_channel(state.service_addr("socket", host))
+        self._channel = open_channel(state.service_addr("socket", host))
         self.stub: Any = socket_pb2_grpc.SocketServiceStub(self._channel)
         self.pid: int = self.stub.OpenProcess(socket_pb2.OpenProcessRequest(comm=comm), timeout=5).pid
 
@@ -83,7 +82,7 @@ def _ip(addr: int) -> str:
 
 def _addr_of(host: str) -> int:
     """The host's eth0 address (its IP layer's ListAddrs), or its first one not on lo."""
-    with grpc.insecure_channel(state.service_addr("ip", host)) as ch:
+    with open_channel(state.service_addr("ip", host)) as ch:
         addrs = ip_pb2_grpc.IpServiceStub(ch).ListAddrs(ip_pb2.ListAddrsRequest(), timeout=5).addrs
     ours = sorted((a.label != "eth0", a.ifindex, a.address) for a in addrs if a.address >> 24 != 127)
     if not ours:
@@ -130,7 +129,7 @@ def journey(steps: list[TraceStep]) -> list[str]:
 
 def _links(host: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    with grpc.insecure_channel(state.service_addr("nic", host)) as ch:
+    with open_channel(state.service_addr("nic", host)) as ch:
         links = nic_pb2_grpc.NicServiceStub(ch).ListLinks(nic_pb2.ListLinksRequest(), timeout=5).links
     for link in links:
         for field in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_dropped", "tx_dropped"):
@@ -139,7 +138,7 @@ def _links(host: str) -> dict[str, int]:
 
 
 def _ifnames(host: str) -> dict[int, str]:
-    with grpc.insecure_channel(state.service_addr("nic", host)) as ch:
+    with open_channel(state.service_addr("nic", host)) as ch:
         links = nic_pb2_grpc.NicServiceStub(ch).ListLinks(nic_pb2.ListLinksRequest(), timeout=5).links
     return {link.ifindex: link.name for link in links}
 

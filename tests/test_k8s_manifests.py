@@ -1,13 +1,15 @@
 """The Kubernetes manifests in k8s/ (issue 7, item 4): valid against the API schemas of
 Kubernetes 1.27 and 1.37 (offline, strict), every container probed over gRPC and
 locked down, every service given the configuration it needs for the topology of
-stackemu/topology.py, only the wire, the socket services and the metrics ports reachable
-across pods; and the Pods' containers, run as the manifests say in two network
-namespaces standing in for two Pods, make the two hosts of DESIGN.md and serve their
-metrics to the other Pod."""
+stackemu/topology.py, each host's secret made by its Pod's init container into a volume
+of that Pod alone (issue 10, part 4), only the wire, the socket services and the metrics
+ports reachable across pods; and the Pods' containers, run as the manifests say in two
+network namespaces standing in for two Pods, make the two hosts of DESIGN.md and serve
+their metrics to the other Pod."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import functools
@@ -30,6 +32,7 @@ import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.core import auth
 from stackemu.topology import DEFAULT_BASE_PORT, HOSTS, LAYERS, metrics_port, ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,16 @@ UID = 10001  # the image's user (Dockerfile)
 # The ports `stackemu up` and docker-compose.yml give each host's layers.
 PORTS = ports(DEFAULT_BASE_PORT)
 CLIENT_LAYERS = {"nic": "the wire", "socket": "clients"}
+# The host secret's volume: what the init container writes, what the services read.
+SECRET_DIR = "/run/stackemu"
+SECRET_FILE = f"{SECRET_DIR}/host-secret"
+LOCKED_DOWN = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 CLUSTER_SCOPED = {"Namespace"}
 
 Resource = dict[str, Any]
@@ -83,6 +96,11 @@ def _by(kind: str) -> dict[str, Resource]:
 def _containers(host: str) -> dict[str, Resource]:
     spec = _by("Deployment")[host]["spec"]["template"]["spec"]
     return {c["name"]: c for c in spec["containers"]}
+
+
+def _init_containers(host: str) -> dict[str, Resource]:
+    spec = _by("Deployment")[host]["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec["initContainers"]}
 
 
 def _env(container: Resource) -> dict[str, str]:
@@ -161,15 +179,10 @@ def test_pod_security(host: str) -> None:
     }
     assert spec["automountServiceAccountToken"] is False
     assert spec.get("hostNetwork", False) is False
-    assert "volumes" not in spec
-    for name, c in _containers(host).items():
-        assert c["securityContext"] == {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        }, name
+    # The one volume: the host secret's, in memory, of this Pod alone.
+    assert spec["volumes"] == [{"name": "host-secret", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+    for name, c in {**_containers(host), **_init_containers(host)}.items():
+        assert c["securityContext"] == LOCKED_DOWN, name
         assert (c["image"], c["imagePullPolicy"]) == (IMAGE, "IfNotPresent"), name
         res = c["resources"]
         assert set(res) == {"requests", "limits"}, name
@@ -225,8 +238,51 @@ def test_metrics_ports_and_scrape_annotations() -> None:
 
 
 def _documented(layer: str) -> set[str]:
-    """The STACKEMU_* variables services/LAYER/__main__.py says it reads."""
-    return set(re.findall(r"STACKEMU_[A-Z_]+", (ROOT / "services" / layer / "__main__.py").read_text()))
+    """The STACKEMU_* variables services/LAYER/__main__.py says it reads, and those
+    every service's serve() reads (services/core/server.py says which)."""
+    return {
+        name
+        for path in (ROOT / "services" / layer / "__main__.py", ROOT / "services" / "core" / "server.py")
+        for name in re.findall(r"STACKEMU_[A-Z_]+", str(ast.get_docstring(ast.parse(path.read_text()))))
+    }
+
+
+@pytest.mark.parametrize("host", [h.name for h in HOSTS])
+def test_the_init_container_makes_the_secret_the_services_read(
+    host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Pod's host-secret init container writes SECRET_FILE into the volume, which
+    every container mounts read-only and names in STACKEMU_HOST_SECRET_FILE; what the
+    command writes is what services/core/auth.py reads, and a second run keeps it."""
+    (init,) = _init_containers(host).values()
+    assert init["command"] == ["stackemu-hostsecret", SECRET_FILE]
+    assert init["volumeMounts"] == [{"name": "host-secret", "mountPath": SECRET_DIR}]
+    assert (init["image"], init["imagePullPolicy"]) == (IMAGE, "IfNotPresent")
+    for layer, c in _containers(host).items():
+        mounts = [{"name": "host-secret", "mountPath": SECRET_DIR, "readOnly": True}]
+        assert c["volumeMounts"] == mounts, layer
+        assert _env(c)["STACKEMU_HOST_SECRET_FILE"] == SECRET_FILE, layer
+    # The Dockerfile installs compose/hostsecret.py as the command.
+    assert (
+        "COPY compose/hostsecret.py /opt/stackemu/bin/stackemu-hostsecret"
+        in (ROOT / "Dockerfile").read_text()
+    )
+    made = tmp_path / "host-secret"
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "compose" / "hostsecret.py"), str(made)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{made}: kept\n"
+    assert made.stat().st_mode & 0o777 == 0o400
+    monkeypatch.delenv("STACKEMU_HOST_SECRET", raising=False)
+    monkeypatch.setenv("STACKEMU_HOST_SECRET_FILE", str(made))
+    secret = auth.host_secret()
+    assert secret is not None and len(secret) == 64 and made.read_text() == secret + "\n"
 
 
 @pytest.mark.parametrize("host", [h.name for h in HOSTS])
@@ -367,14 +423,16 @@ def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
 # an address on a veth (the pod network), the Services' names in its hosts file (`ip
 # netns exec` binds /etc/netns/NS/hosts over /etc/hosts), and each container the
 # manifest's command and environment in a mount namespace whose root is read-only, as
-# uid 10001 with no capabilities and no_new_privs (its securityContext).
+# uid 10001 with no capabilities and no_new_privs (its securityContext), the Pod's
+# host-secret volume (a directory of the Pod's own) mounted where its volumeMounts say,
+# after the init container wrote the secret there.
 
 CAN_NETNS = os.geteuid() == 0 and all(shutil.which(t) for t in ("ip", "unshare", "setpriv"))
 POD_ADDR = {h.name: f"10.244.7.{i + 1}" for i, h in enumerate(HOSTS)}
 CONTAINER = (
-    "mount --make-rprivate / && mount -o remount,bind,ro / && exec setpriv --reuid {uid} "
-    "--regid {uid} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- "
-    "{python} -m services.{layer}"
+    "mount --make-rprivate / && mount --bind {volume} {mount} && mount -o remount,bind,{mode} {mount} "
+    "&& mount -o remount,bind,ro / && exec setpriv --reuid {uid} --regid {uid} --clear-groups "
+    "--no-new-privs --inh-caps=-all --bounding-set=-all -- {command}"
 )
 
 # kubelet's probes, and the wire's carrier: until every port of every Pod answers SERVING
@@ -452,10 +510,45 @@ class Pods:
         self.ns = {h.name: f"k8s{h.name[0]}{tag}" for h in HOSTS}
         self.logs = logs
         self.procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+        # Each Pod's emptyDir.
+        self.volumes = {h.name: logs / f"{h.name}-host-secret" for h in HOSTS}
+
+    def _command(self, host: str, command: str, mode: str) -> str:
+        return CONTAINER.format(
+            volume=self.volumes[host], mount=SECRET_DIR, mode=mode, uid=UID, command=command
+        )
+
+    def init(self, host: str) -> None:
+        """The Pod's init container, to its end (kubelet starts the others after it);
+        the image's stackemu-hostsecret is compose/hostsecret.py."""
+        (init,) = _init_containers(host).values()
+        volume = self.volumes[host]
+        volume.mkdir()
+        os.chown(volume, UID, UID)  # emptyDir is writable by the Pod's user
+        command = " ".join([sys.executable, str(ROOT / "compose" / "hostsecret.py"), *init["command"][1:]])
+        out = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns[host],
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                self._command(host, command, "rw"),
+            ],
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+            cwd="/tmp",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (out.returncode, out.stdout) == (0, f"{SECRET_FILE}: a new secret\n"), out.stderr
 
     def start(self, host: str, layer: str) -> None:
         c = _containers(host)[layer]
-        cmd = CONTAINER.format(uid=UID, python=sys.executable, layer=layer)
+        cmd = self._command(host, f"{sys.executable} -m services.{layer}", "ro")
         # The image's PATH and installed package; WORKDIR /tmp.
         env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **_env(c)}
         with (self.logs / f"{host}-{layer}.log").open("ab") as log:
@@ -508,6 +601,10 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
     etc_netns = Path("/etc/netns")
     ours = not etc_netns.exists()
     etc = [etc_netns / ns for ns in pods.ns.values()]
+    # The mount point of the secret's volume, in the machine's own tree.
+    mount_point = Path(SECRET_DIR)
+    ours_mount_point = not mount_point.exists()
+    mount_point.mkdir(parents=True, exist_ok=True)
     try:
         a, b = (pods.ns[h.name] for h in HOSTS)
         for ns, d in zip(pods.ns.values(), etc, strict=True):
@@ -521,6 +618,7 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
             _ip("-n", ns, "addr", "add", f"{POD_ADDR[h.name]}/24", "dev", f"v{ns}")
             _ip("-n", ns, "link", "set", f"v{ns}", "up")
         for h in HOSTS:
+            pods.init(h.name)
             for layer in LAYERS:
                 pods.start(h.name, layer)
         yield pods
@@ -534,6 +632,9 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
             # Only if empty: another run's namespaces may have entries there now.
             with contextlib.suppress(OSError):
                 etc_netns.rmdir()
+        if ours_mount_point:
+            with contextlib.suppress(OSError):
+                mount_point.rmdir()
 
 
 def _exchange(pods: Pods, text: str) -> str:

@@ -41,6 +41,54 @@ def env_addr(name: str, default: str | None = None) -> str:
     return value
 
 
+def env_file(name: str) -> bytes | None:
+    """The contents of the file NAME names; None when NAME is unset or empty."""
+    path = os.environ.get(name)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise ConfigError(f"{name}={path!r} cannot be read: {err.strerror}") from None
+
+
+# secrets.token_hex(16) is 128 bits; token_hex() gives 256.
+SECRET_MIN_HEX_DIGITS = 32
+
+
+def env_secret(name: str) -> str | None:
+    """A shared secret: hex digits, at least SECRET_MIN_HEX_DIGITS of them, from NAME or
+    from the file NAME_FILE names (how Docker and Kubernetes hand secrets over without
+    the environment; one final newline is allowed). None when neither is set."""
+    raw = os.environ.get(name)
+    source = name
+    from_file = env_file(f"{name}_FILE")
+    if from_file is not None:
+        if raw:
+            raise ConfigError(f"{name} and {name}_FILE are both set: choose one")
+        source = f"{name}_FILE"
+        try:
+            raw = from_file.decode("ascii").removesuffix("\n")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: the file is not hex digits") from None
+    if not raw:
+        return None
+    return parse_secret(raw, source)
+
+
+def parse_secret(raw: str, source: str) -> str:
+    """A secret as env_secret() takes it, in lower case; ConfigError naming `source`
+    (never the value: it may be the secret with a typo) when it is not one."""
+    if any(c not in "0123456789abcdefABCDEF" for c in raw):
+        raise ConfigError(f"{source}: the secret is not hex digits (make one with `openssl rand -hex 32`)")
+    if len(raw) < SECRET_MIN_HEX_DIGITS:
+        raise ConfigError(
+            f"{source}: the secret has {len(raw)} hex digits, fewer than {SECRET_MIN_HEX_DIGITS}"
+        )
+    return raw.lower()
+
+
 def fail(err: ConfigError, service: str) -> None:
     print(f"stackemu-{service}: configuration error: {err}", file=sys.stderr)
     raise SystemExit(2)

@@ -591,6 +591,33 @@ _SPECS: Final = (
         Conv.INT,
         minimum=1,
     ),
+    # fs/file_table.c fs_stat_sysctls[] and kernel/pid.c pid_table[]: the socket service's
+    # process table reads them (services/socket/files.py); no service's GetSysctl serves
+    # them yet, so they keep these values.
+    _spec(
+        "fs.file-max",
+        # files_maxfiles_init()'s floor NR_FILE: what a host with 80 MiB of memory gets
+        # (10% of it at 1 KiB a file), here so that one client cannot exhaust the socket
+        # service. This machine's 24 GiB give 2466183.
+        8192,
+        "Open files the host may hold; past it alloc_empty_file() is ENFILE (root excepted).",
+        "core",
+        "proc_doulongvec_minmax",
+        Conv.ULONG,
+        minimum=0,
+        maximum=2**63 - 1,  # LONG_MAX
+    ),
+    _spec(
+        "kernel.pid_max",
+        # PID_MAX_DEFAULT, which pid_idr_init() keeps below 32 possible CPUs.
+        32768,
+        "Pids are below it; when every one is taken, fork() is EAGAIN.",
+        "core",
+        "proc_dointvec_minmax",
+        Conv.INT,
+        minimum=301,  # pid_max_min: RESERVED_PIDS + 1
+        maximum=4194304,  # pid_max_max: PID_MAX_LIMIT on 64-bit
+    ),
 )
 
 SYSCTLS: Final[Mapping[str, SysctlSpec]] = MappingProxyType({s.name: s for s in _SPECS})

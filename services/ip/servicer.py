@@ -12,7 +12,7 @@ import grpc
 from services.core import dropmon
 from services.core.convert import drops_to_proto, skbs_from_proto
 from services.core.metrics import Collector, DropCollector, SnmpCollector
-from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
 from services.core.skbuff import SkBuff, dst_to_proto
 from services.core.snmp import to_flat_dict
 from services.core.stream import AttachGate, BatchQueue, messages
@@ -299,7 +299,7 @@ class IpService(Service):
         return [SnmpCollector(layer.mib, lambda k: k.startswith(("Ip", "Icmp"))), DropCollector(layer.drops)]
 
     async def start(self, health: ServingStatus) -> None:
-        self._channel = grpc.aio.insecure_channel(self.nic_addr, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(self.nic_addr, internal=True)
         channel = self._channel
         self._task = asyncio.create_task(
             retry_forever(lambda: self.servicer.attach_nic(channel, health.serving), "attach to nic")

@@ -16,7 +16,7 @@ from services.core.config import ConfigError
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.dropreason import SkbDropReason
 from services.core.metrics import ETHTOOL_GAUGES, SOFTNET_GAUGES, Collector, DropCollector, TableCollector
-from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus
+from services.core.server import Service, ServingStatus, open_aio_channel
 from services.core.skbuff import SkBuff, trace_from_proto, trace_to_proto
 from services.core.stream import AttachGate, BatchQueue
 from services.core.tap import captured, filter_from_proto
@@ -92,10 +92,10 @@ class NicServicer(NicControl):
         for ifindex, link in self.taps.items():
             dev = layer.devices[ifindex]
             frames = layer.take_tx(dev)
-            sent = sum(link.xmit(f) for f in frames)
-            if sent < len(frames):
-                dev.stats.tx_dropped += len(frames) - sent
-                layer.drops.drop(SkbDropReason.FULL_RING, "tun write", len(frames) - sent)
+            for f in frames:
+                if not link.xmit(f):
+                    dev.stats.tx_dropped += 1
+                    layer.drops.drop_frame(SkbDropReason.FULL_RING, "tun write", f)
             if not link.carrier:
                 layer.set_carrier(dev, False)
         self._notify()
@@ -214,7 +214,7 @@ class NicServicer(NicControl):
         what was in flight is counted, then the wire reconnects with backoff."""
         ready = self.wire_ready.setdefault(dev.ifindex, asyncio.Event())
         delay = 0.05
-        async with grpc.aio.insecure_channel(peer, options=CHANNEL_OPTIONS) as channel:
+        async with open_aio_channel(peer) as channel:
             stub = nic_pb2_grpc.NicServiceStub(channel)
             while True:
                 in_flight = 0

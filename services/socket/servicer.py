@@ -13,7 +13,7 @@ import grpc
 from services.core import errno
 from services.core.cred import CAP_FULL_SET, Cred
 from services.core.metrics import Collector, TableCollector
-from services.core.server import CHANNEL_OPTIONS, Service, ServingStatus, retry_forever
+from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
 from services.core.skbuff import TraceStep, trace_to_proto
 from services.core.sockaddr import make_sockaddr_in
 from services.core.socket_uapi import MSG_TRUNC
@@ -362,7 +362,7 @@ class SocketService(Service):
         ]
 
     async def start(self, health: ServingStatus) -> None:
-        self._channel = grpc.aio.insecure_channel(self.udp_addr, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(self.udp_addr, internal=True)
         channel = self._channel
         self._task = asyncio.create_task(
             retry_forever(lambda: self.client.run(channel, health.serving), "attach to udp")

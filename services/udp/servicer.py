@@ -163,9 +163,7 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
             for skb, stamp in zip(stamped, resp.tx_timestamps, strict=True):
                 self.layer.skb_tstamp_tx(skb, stamp.tstype)
             for done in resp.tx_done:
-                s = self.layer.socks.get(done.sk)
-                if s is not None:
-                    self.layer.tx_done(s, done.wmem, done.enobufs)
+                self.layer.tx_done(done.sk, done.wmem, done.enobufs)
             await self._flush_down()
 
     # The socket side.

@@ -21,6 +21,11 @@ with the credentials of:
 A daemon thread holds the socket service's KeepAlive stream, so that the host closes
 the process's sockets when the Python process ends, even by SIGKILL.
 
+When the socket service goes away (killed, restarted by `stackemu up`'s supervisor),
+a call in progress fails with EIO; the emulated process and its descriptors are gone
+with the service, so every later call on a socket opened before fails with EBADF
+(close() quietly does nothing), and the next socket() opens a new emulated process.
+
 Limits: an emulated socket has no real descriptor (fileno() is the emulated one, for
 stackemu.select and socket(fileno=)); dup(), fromfd() and makefile() raise OSError
 EOPNOTSUPP; a forked child shares the parent's emulated process (and gRPC channel),
@@ -55,6 +60,7 @@ import grpc
 from services.core import errno as _errno
 from services.core import socket_uapi as _uapi
 from services.core import tstamp as _tstamp
+from services.core.server import open_channel as _open_channel
 from services.core.skbuff import TraceStep, trace_from_proto
 from services.core.sockaddr import AF_INET as _AF_INET
 from services.core.sockaddr import make_sockaddr_in, parse_sockaddr_in
@@ -244,7 +250,11 @@ class _Host:
 
     def __init__(self, addr: str, uid: int, caps: int | None, nofile: int) -> None:
         self.addr = addr
-        self.channel = grpc.insecure_channel(addr)
+        # Set when the service no longer holds the process (its KeepAlive ended but
+        # not by exit()): the pid may be another process's in a restarted service.
+        self.lost = False
+        self._exiting = False
+        self.channel = _open_channel(addr)
         self.stub = _pb_grpc.SocketServiceStub(self.channel)
         self.files: dict[int, int] = {}
         self._generations = itertools.count(1)
@@ -273,6 +283,8 @@ class _Host:
                 held.set()
         except grpc.RpcError:
             pass
+        if not self._exiting:
+            self.lost = True
         held.set()
 
     def add_file(self, fd: int) -> None:
@@ -284,10 +296,13 @@ class _Host:
             self.files.pop(fd, None)
 
     def exit(self) -> None:
-        try:
-            self.stub.ExitProcess(_pb.ExitProcessRequest(pid=self.pid), timeout=2)
-        except grpc.RpcError:
-            pass
+        self._exiting = True
+        if not self.lost:
+            # A lost process's pid is not ours to end in the service that replaced it.
+            try:
+                self.stub.ExitProcess(_pb.ExitProcessRequest(pid=self.pid), timeout=2)
+            except grpc.RpcError:
+                pass
         self._keepalive.cancel()
         self.channel.close()
 
@@ -338,6 +353,11 @@ def _from_env(name: str, base: int, lo: int, hi: int) -> int | None:
 def _get_host() -> _Host:
     global _host
     with _host_lock:
+        if _host is not None and _host.lost:
+            # The service that held this process went away: a new process of the
+            # service there now (the sockets of the old one fail with EBADF).
+            _host.exit()
+            _host = None
         if _host is None:
             try:
                 addr = _state.service_addr("socket")
@@ -509,11 +529,14 @@ class socket:  # type: ignore[no-redef]
             type = _std.SOCK_STREAM if type == -1 else int(type)
             proto = 0 if proto == -1 else int(proto)
             # CPython opens every socket close-on-exec (PEP 446).
-            resp = self._host.stub.Socket(
-                _pb.SocketRequest(
-                    pid=self._host.pid, domain=family, type=type | _std.SOCK_CLOEXEC, protocol=proto
+            try:
+                resp = self._host.stub.Socket(
+                    _pb.SocketRequest(
+                        pid=self._host.pid, domain=family, type=type | _std.SOCK_CLOEXEC, protocol=proto
+                    )
                 )
-            )
+            except grpc.RpcError as err:
+                raise _rpc_error(err) from None
             if resp.errno:
                 _raise(resp.errno)
             self._fd: int = resp.fd
@@ -614,6 +637,12 @@ class socket:  # type: ignore[no-redef]
     def _check_open(self) -> None:
         if self._closed:
             _raise(_errno.EBADF)
+        if self._host.lost:
+            raise OSError(
+                _errno.EBADF,
+                f"{_errno.strerror(_errno.EBADF)}: the emulated socket service at {self._host.addr} "
+                "went away, and this process's descriptors with it",
+            )
 
     def _call(self, method: Callable[..., _R], request: Any, **kw: Any) -> _R:
         self._check_open()
@@ -998,6 +1027,9 @@ class socket:  # type: ignore[no-redef]
             return
         self._closed = True
         self._host.drop_file(self._fd)
+        if self._host.lost:
+            # Nothing left to close: the descriptor went with the service.
+            return
         try:
             resp = self._host.stub.Close(_pb.CloseRequest(pid=self._pid(), fd=self._fd), timeout=5)
         except (grpc.RpcError, ValueError):

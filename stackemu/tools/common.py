@@ -15,6 +15,8 @@ from typing import Any, NoReturn, Self
 import click
 import grpc
 
+from services.core.config import ConfigError
+from services.core.server import open_channel
 from stackemu import state
 from stackemu.ip.v1 import ip_pb2_grpc
 from stackemu.nic.v1 import nic_pb2_grpc
@@ -220,7 +222,10 @@ class Service:
             self.addr = state.service_addr(self.layer, self.host)
         except state.NoStack as e:
             raise click.ClickException(str(e)) from None
-        self._channel = grpc.insecure_channel(self.addr)
+        try:
+            self._channel = open_channel(self.addr)
+        except ConfigError as e:  # STACKEMU_TLS_* half set, or a file unreadable
+            raise click.ClickException(str(e)) from None
         self.stub: Any = self.make_stub(self._channel)
 
     def make_stub(self, channel: grpc.Channel) -> Any:
