@@ -8,6 +8,7 @@ import sys
 import click
 
 from stackemu import launcher, state
+from stackemu.bench.command import bench
 from stackemu.tools.common import Progress, colour, run_tool
 
 
@@ -98,7 +99,11 @@ def down() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Show every service's address, pid and health; exit 1 unless all are SERVING.
+    """Show every service's address, pid, restarts and health; exit 1 unless all are SERVING.
+
+    \b
+    RESTARTS counts the times `stackemu up`'s supervisor started the service again
+    after it ended (restart: unless-stopped); its log is logs/supervise.log.
 
     \b
     Examples:
@@ -114,11 +119,15 @@ def status(as_json: bool) -> None:
         sys.exit(1)
     width = max(17, *(len(r["addr"]) for r in rows))
     mwidth = max(17, *(len(r.get("metrics", "-")) for r in rows))
-    click.echo(f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<{width}} {'METRICS':<{mwidth}} {'PID':<8} HEALTH")
+    click.echo(
+        f"{'HOST':<7} {'SERVICE':<8} {'ADDRESS':<{width}} {'METRICS':<{mwidth}} {'PID':<8} "
+        f"{'RESTARTS':<8} HEALTH"
+    )
     for r in rows:
         click.echo(
             f"{r['host']:<7} {r['service']:<8} {r['addr']:<{width}} {r.get('metrics', '-'):<{mwidth}} "
-            f"{r['pid']:<8} {colour(r['health'], 'green' if r['health'] == 'SERVING' else 'red')}"
+            f"{r['pid']:<8} {r.get('restarts', '-'):<8} "
+            f"{colour(r['health'], 'green' if r['health'] == 'SERVING' else 'red')}"
         )
     if any(r["health"] != "SERVING" for r in rows):
         sys.exit(1)
@@ -175,92 +184,7 @@ def demo(host: str | None) -> None:
         raise click.ClickException(str(err)) from None
 
 
-@main.command()
-@click.option(
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Samples of each scenario on each side (default 5; 1 with --quick).",
-)
-@click.option(
-    "--seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Length of one sample (no new batch starts after it).",
-)
-@click.option(
-    "--quick", is_flag=True, help="Tiny counts (256 datagrams, 4 GSO sends, 20 pings): a smoke test."
-)
-@click.option(
-    "--scenario",
-    "only",
-    multiple=True,
-    type=click.Choice(["a", "b", "c", "d-lo", "d-wire"]),
-    help="Only this scenario (repeatable; default all).",
-)
-@click.option(
-    "--json", "json_file", metavar="FILE", default=None, help="Write every raw sample and summary to FILE."
-)
-@click.option(
-    "--stack",
-    "stack_file",
-    metavar="FILE",
-    default=None,
-    help="Measure the stack this stack file names (as STACKEMU_STACK_FILE) instead of one of its own.",
-)
-@click.option(
-    "--use-running", is_flag=True, help="Measure the stack `stackemu up` started instead of one of its own."
-)
-def bench(
-    repeat: int | None,
-    seconds: float,
-    quick: bool,
-    only: tuple[str, ...],
-    json_file: str | None,
-    stack_file: str | None,
-    use_running: bool,
-) -> None:
-    """Measure the emulated stack against this machine's kernel, in the same run.
-
-    \b
-    Each scenario runs against an emulated stack (by default one of its own, on free
-    ports, stopped at the end) and, interleaved, against the kernel (stdlib sockets on
-    127.0.0.1); the table gives each figure's median (min-max) over the repetitions,
-    the ratio emulator/kernel of the medians and issue 9's target for it:
-      a       64 B datagrams over lo on one host, SendMmsg/RecvMmsg 64 at a time
-              (kernel: a sendto loop, then the reads)            rate ≥ 0.25
-      b       the same from alice to bob over the wire           rate ≥ 0.12
-      c       64 KB GSO sends (UDP_SEGMENT 1400) read with UDP_GRO, alice → bob
-                                                                 goodput ≥ 0.15
-      d-lo    ping-pong of one datagram over lo                  p50 RTT ≤ 20x
-      d-wire  the same alice ↔ bob                               p50 RTT ≤ 20x
-    The kernel has no wire: b, c and d-wire compare with its lo.
-    Not yet: e (scaling with 10,000 sockets, routes and 1,000 rules), f (peak RSS),
-    --plot and --profile.
-
-    \b
-    Examples:
-      stackemu bench                          all scenarios, 5 repetitions
-      stackemu bench --quick                  a smoke test in seconds
-      stackemu bench --scenario a --repeat 3 --json bench.json
-      stackemu bench --use-running            the stack `stackemu up` started
-    """
-    from stackemu.bench import runner
-
-    if stack_file is not None and use_running:
-        raise click.UsageError("--stack and --use-running name two stacks: choose one")
-    runner.main(
-        runner.Options(
-            repeat=repeat or (1 if quick else 5),
-            seconds=seconds,
-            quick=quick,
-            json_file=json_file,
-            stack_file=stack_file,
-            use_running=use_running,
-            only=only,
-        )
-    )
+main.add_command(bench)
 
 
 # The tools parse their own arguments the way the real ones do; only --host is click's.

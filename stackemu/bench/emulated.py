@@ -16,7 +16,7 @@ from typing import Any, Self
 import grpc
 
 from services.core import errno
-from services.core.server import CHANNEL_OPTIONS
+from services.core.server import open_aio_channel
 from services.core.sockaddr import AF_INET, make_sockaddr_in, parse_sockaddr_in
 from services.core.socket_uapi import (
     MSG_WAITFORONE,
@@ -41,7 +41,8 @@ def ip(text: str) -> int:
     return int.from_bytes(socket.inet_aton(text), "big")
 
 
-def _check(resp: Any) -> Any:
+def check(resp: Any) -> Any:
+    """resp, or OSError with the errno it carries."""
     if resp.errno:
         raise OSError(resp.errno, f"emulated stack: {errno.strerror(resp.errno)}")
     return resp
@@ -54,7 +55,7 @@ class Process:
     def __init__(self, addr: str, timeout: float) -> None:
         self.addr = addr
         self.deadline = timeout + RPC_GRACE
-        self.channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        self.channel = open_aio_channel(addr)
         self.stub: Any = socket_pb2_grpc.SocketServiceStub(self.channel)
         self.pid = 0
 
@@ -80,18 +81,18 @@ class Process:
         resp = await self.stub.Socket(
             pb.SocketRequest(pid=self.pid, domain=AF_INET, type=SOCK_DGRAM), timeout=self.deadline
         )
-        return int(_check(resp).fd)
+        return int(check(resp).fd)
 
     async def bind(self, fd: int, addr: int, port: int = 0) -> int:
         """bind(2), then the port it got (getsockname: port 0 picks one)."""
         name = make_sockaddr_in(addr, port)
-        _check(await self.stub.Bind(pb.BindRequest(pid=self.pid, fd=fd, addr=name), timeout=self.deadline))
+        check(await self.stub.Bind(pb.BindRequest(pid=self.pid, fd=fd, addr=name), timeout=self.deadline))
         resp = await self.stub.GetSockName(pb.GetSockNameRequest(pid=self.pid, fd=fd), timeout=self.deadline)
-        return parse_sockaddr_in(_check(resp).addr)[2]
+        return parse_sockaddr_in(check(resp).addr)[2]
 
     async def setsockopt(self, fd: int, level: int, optname: int, optval: bytes) -> None:
         req = pb.SetSockOptRequest(pid=self.pid, fd=fd, level=level, optname=optname, optval=optval)
-        _check(await self.stub.SetSockOpt(req, timeout=self.deadline))
+        check(await self.stub.SetSockOpt(req, timeout=self.deadline))
 
     async def rcvtimeo(self, fd: int, seconds: float) -> None:
         """SO_RCVTIMEO (struct timeval): a read that waits longer answers EAGAIN."""
@@ -145,7 +146,7 @@ async def throughput(
                 if stopped:
                     break
                 req = pb.SendMmsgRequest(pid=tx_proc.pid, fd=tx, msgs=[msg] * n)
-                resp = _check(await tx_proc.stub.SendMmsg(req, timeout=tx_proc.deadline))
+                resp = check(await tx_proc.stub.SendMmsg(req, timeout=tx_proc.deadline))
                 got.sent += len(resp.sent)
                 got.sent_bytes += sum(resp.sent)
             stopped = True
@@ -170,7 +171,7 @@ async def throughput(
                 if resp.errno == errno.EAGAIN:
                     # Nothing for budget.timeout: what is still missing was lost.
                     break
-                _check(resp)
+                check(resp)
                 got.received += len(resp.msgs)
                 got.received_bytes += sum(m.length for m in resp.msgs)
                 end = time.perf_counter()
@@ -204,7 +205,7 @@ async def ping_pong(ping: str, echo: str, echo_ip: int, budget: Budget) -> Round
                 if resp.errno:
                     return
                 back = pb.SendMsgRequest(pid=echoer.pid, fd=efd, data=resp.data, addr=resp.addr)
-                _check(await echoer.stub.SendMsg(back, timeout=echoer.deadline))
+                check(await echoer.stub.SendMsg(back, timeout=echoer.deadline))
 
         echo_task = asyncio.create_task(answer())
         send_req = pb.SendMsgRequest(
@@ -215,12 +216,12 @@ async def ping_pong(ping: str, echo: str, echo_ip: int, budget: Budget) -> Round
             start = time.perf_counter()
             while len(result.rtts_us) < budget.count and time.perf_counter() - start < budget.seconds:
                 t0 = time.perf_counter_ns()
-                _check(await pinger.stub.SendMsg(send_req, timeout=pinger.deadline))
+                check(await pinger.stub.SendMsg(send_req, timeout=pinger.deadline))
                 resp = await pinger.stub.RecvMsg(recv_req, timeout=pinger.deadline)
                 if resp.errno == errno.EAGAIN:
                     result.lost += 1
                     break
-                _check(resp)
+                check(resp)
                 result.rtts_us.append((time.perf_counter_ns() - t0) / 1e3)
         finally:
             echo_task.cancel()

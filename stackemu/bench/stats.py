@@ -69,3 +69,19 @@ def meets(value: float | None, op: str, bound: float) -> bool | None:
     if op == "<=":
         return value <= bound
     raise ValueError(f"unknown comparison {op!r}")
+
+
+def ratio_summary(num: Summary, den: Summary) -> Summary | None:
+    """num / den for two figures measured apart (a loaded run over the unloaded one):
+    the ratio of the medians, and as spread the widest the two allow (the least of num
+    over the most of den, and so on); None when den can be 0."""
+    if den.min <= 0:
+        return None
+    return Summary(
+        n=min(num.n, den.n),
+        median=num.median / den.median,
+        min=num.min / den.max,
+        max=num.max / den.min,
+        q1=num.q1 / den.q3,
+        q3=num.q3 / den.q1,
+    )
