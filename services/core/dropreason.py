@@ -421,7 +421,7 @@ class DropStats:
     (reason, OVERFLOW_LOCATION), so at most max_keys + one entry per reason exist.
     drop() on a known pair is one dict update and one addition, and one test of
     `flows`: the per-flow ledger (services.core.flowledger), None unless switched on,
-    to which a drop point that holds the packet passes it.
+    to which a drop point that holds the packet passes it (drop_frame: its frame).
     """
 
     __slots__ = ("_counts", "_max_keys", "_total", "flows")
@@ -444,6 +444,19 @@ class DropStats:
     ) -> None:
         """Count n drops; skb is the dropped packet where the caller holds it (for the
         flow ledger), queued that it had reached a socket's receive queue."""
+        self._count(reason, location, n)
+        if self.flows is not None:
+            self.flows.drop(reason, location, skb, n, queued)
+
+    def drop_frame(self, reason: SkbDropReason, location: str, frame: bytes, n: int = 1) -> None:
+        """drop() of n copies of an Ethernet frame that no skb holds (a full RX ring drops
+        it in the hardware, before the driver allocates one); the ledger reads its flow
+        from the frame (flowledger.flow_of_frame)."""
+        self._count(reason, location, n)
+        if self.flows is not None:
+            self.flows.drop_frame(reason, location, frame, n)
+
+    def _count(self, reason: SkbDropReason, location: str, n: int) -> None:
         if n < 0:
             raise ValueError(f"cannot count {n} drops")
         key = (reason, location)
@@ -453,8 +466,6 @@ class DropStats:
         else:
             self._insert(reason, location, n)
         self._total += n
-        if self.flows is not None:
-            self.flows.drop(reason, location, skb, n, queued)
 
     def _insert(self, reason: SkbDropReason | int, location: str, n: int) -> None:
         member = SkbDropReason(reason)

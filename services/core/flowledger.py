@@ -6,14 +6,18 @@ skb:kfree_skb tracepoint report a drop's reason and location with the packet, an
 tool that wants flows parses the headers itself (dropwatch -l kas, bpftrace on
 kfree_skb). This module does the same at each drop point that holds the skb: the IPv4
 header at skb->network_header (or after the Ethernet header at skb->mac_header or
-skb->data, before eth_type_trans has run), then the UDP ports. A drop before any of
-that is "unattributed", as are drops of fragments after the first (no ports) and of
-anything that is not UDP or UDP-Lite over IPv4.
+skb->data, before eth_type_trans has run), then the UDP ports; where no skb exists (a
+frame the RX ring had no descriptor for) it reads the Ethernet frame. A drop before any
+of that is "unattributed", as are drops of fragments after the first (no ports) and of
+anything that is not UDP or UDP-Lite over IPv4. A fragmented datagram is lost once in
+the ledger: whichever layer drops its first fragment (the RX ring, or ip_expire, which
+frees the queue's head) names the flow; its other fragments' drops are unattributed.
 
 Feed points (each a single attribute test when the ledger is off, DropStats.flows):
 udp_send_skb counts a datagram sent, __udp_enqueue_schedule_skb one delivered (queued
-on a socket), and DropStats.drop one dropped. A datagram dropped after it was queued
-(udp_recvmsg's checksum, udp_destruct_common) leaves "delivered" again.
+on a socket), and DropStats.drop (or drop_frame) one dropped. A datagram dropped
+after it was queued (udp_recvmsg's checksum, udp_destruct_common) leaves "delivered"
+again.
 
 Memory is bounded: max_flows flows are tracked; a datagram of any further flow is
 counted only in the untracked totals, which tell that the check is not complete.
@@ -69,20 +73,34 @@ def _network_header(skb: SkBuff) -> int | None:
     return mac + ETH_HLEN
 
 
+def _flow_at(buf: bytes | bytearray, nh: int, end: int) -> FlowKey | None:
+    """The flow of the IPv4 header at buf[nh:], the packet ending at end."""
+    if nh + _IP.size > end:
+        return None
+    ver_ihl, _tos, _tot, _id, frag, _ttl, proto, _check, saddr, daddr = _IP.unpack_from(buf, nh)
+    if ver_ihl >> 4 != 4 or proto not in _UDP_PROTOS or frag & IP_OFFSET:
+        return None
+    th = nh + (ver_ihl & 0xF) * 4
+    if th + _PORTS.size > end:
+        return None
+    sport, dport = _PORTS.unpack_from(buf, th)
+    return (proto, saddr, sport, daddr, dport)
+
+
 def flow_of(skb: SkBuff) -> FlowKey | None:
     """The UDP/UDP-Lite flow of an IPv4 skb from its headers; None when they are not
     there (not IPv4, truncated, a fragment past the first, another protocol)."""
     nh = _network_header(skb)
-    if nh is None or nh + _IP.size > skb.tail:
+    return None if nh is None else _flow_at(skb.head, nh, skb.tail)
+
+
+def flow_of_frame(frame: bytes) -> FlowKey | None:
+    """flow_of() for an Ethernet frame that no skb holds: one the RX ring had no free
+    descriptor for (the hardware drops it before the driver allocates an skb), or one
+    segment of a GSO skb that a qdisc drops frame by frame."""
+    if len(frame) < ETH_HLEN or _ETHERTYPE.unpack_from(frame, 12)[0] != ETH_P_IP:
         return None
-    ver_ihl, _tos, _tot, _id, frag, _ttl, proto, _check, saddr, daddr = _IP.unpack_from(skb.head, nh)
-    if ver_ihl >> 4 != 4 or proto not in _UDP_PROTOS or frag & IP_OFFSET:
-        return None
-    th = nh + (ver_ihl & 0xF) * 4
-    if th + _PORTS.size > skb.tail:
-        return None
-    sport, dport = _PORTS.unpack_from(skb.head, th)
-    return (proto, saddr, sport, daddr, dport)
+    return _flow_at(frame, ETH_HLEN, len(frame))
 
 
 def datagrams(skb: SkBuff) -> int:
@@ -129,13 +147,26 @@ class FlowLedger:
         headers tell one. queued: the skb had been counted as delivered."""
         key = flow_of(skb) if skb is not None else None
         if skb is None or key is None:
-            self.unattributed[(reason, location)] = self.unattributed.get((reason, location), 0) + n
+            self._unattributed(reason, location, n)
             return
         counts = self._counts(key)
         n *= datagrams(skb)
         counts.drops[(reason, location)] = counts.drops.get((reason, location), 0) + n
         if queued:
             counts.delivered -= n
+
+    def drop_frame(self, reason: SkbDropReason, location: str, frame: bytes, n: int) -> None:
+        """A drop DropStats counted of n copies of an Ethernet frame (flow_of_frame):
+        each is one datagram, or one fragment of one."""
+        key = flow_of_frame(frame)
+        if key is None:
+            self._unattributed(reason, location, n)
+            return
+        drops = self._counts(key).drops
+        drops[(reason, location)] = drops.get((reason, location), 0) + n
+
+    def _unattributed(self, reason: SkbDropReason, location: str, n: int) -> None:
+        self.unattributed[(reason, location)] = self.unattributed.get((reason, location), 0) + n
 
     def clear(self) -> None:
         self.flows.clear()

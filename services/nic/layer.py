@@ -198,11 +198,11 @@ class NicLayer:
             if not dev.is_up:
                 # A device that is down has its receiver off (ndo_stop).
                 dev.stats.rx_dropped += 1
-                self.drops.drop(SkbDropReason.DEV_READY, "rx (device down)")
+                self.drops.drop_frame(SkbDropReason.DEV_READY, "rx (device down)", frame)
                 continue
             if not napi.dma(RxDesc(frame, self.mono(), now, traces.get(i) if traces else None)):
                 dev.stats.rx_missed_errors += 1
-                self.drops.drop(SkbDropReason.FULL_RING, "rx ring full")
+                self.drops.drop_frame(SkbDropReason.FULL_RING, "rx ring full", frame)
         self.check_irqs()
 
     def check_irqs(self) -> None:
@@ -482,10 +482,11 @@ class NicLayer:
                     # netem_enqueue(): a lost frame is NET_XMIT_SUCCESS | __NET_XMIT_BYPASS,
                     # a full queue qdisc_drop_all()'s NET_XMIT_DROP.
                     lost = netem.stats.lost > before
-                    self.drops.drop(
+                    # Per frame: a GSO skb's segments are each their own datagram.
+                    self.drops.drop_frame(
                         SkbDropReason.QDISC_DROP if lost else SkbDropReason.QDISC_OVERLIMIT,
                         "netem_enqueue",
-                        skb=None if skb.gso_size else skb,
+                        desc.frame,
                     )
                     refused = refused or not lost
                     self.tx_done.release_charge(desc.charge)

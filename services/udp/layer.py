@@ -57,6 +57,10 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         # udp_table and udplite_table: the two protocols' ports are apart.
         self.tables = {IPPROTO_UDP: UdpTable(), IPPROTO_UDPLITE: UdpTable()}
         self.socks: dict[int, UdpSock] = {}
+        # Released sockets with datagrams still below: the kernel frees a struct sock
+        # only when sk_wmem_alloc drops to 0 (sock_wfree → __sk_free), and until then
+        # udp_send_skb's SndbufErrors for them still count.
+        self.dying: dict[int, UdpSock] = {}
         self.mib = SnmpMib()
         self.drops = DropStats()
         self.trace = Tracer("udp", hostname)
@@ -137,6 +141,8 @@ class UdpLayer(UdpOutput, UdpInput, UdpRecv, UdpErr):
         self.udp_rmem_release(s, total, partial=0)
         s.purge_error_queue()
         s.wake_all()
+        if s.wmem_alloc:
+            self.dying[s.sk] = s
 
     def shutdown(self, s: UdpSock, how: int) -> None:
         """inet_shutdown(): how + 1 is the sk_shutdown bits (SHUT_RD → RCV_SHUTDOWN,

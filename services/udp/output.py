@@ -154,6 +154,7 @@ class UdpOutput:
     to_ip: list[SkBuff]
     fib_genid: int
     socks: dict[int, UdpSock]
+    dying: dict[int, UdpSock]
 
     def autobind(self, s: UdpSock) -> None:
         raise NotImplementedError
@@ -607,13 +608,22 @@ class UdpOutput:
         for s in self.socks.values():
             s.wmem_alloc = 0
             s.write_space()
+        self.dying.clear()
 
-    def tx_done(self, s: UdpSock, wmem: int, enobufs: int) -> None:
-        """TX completions from below: sock_wfree() gives back the truesize of freed skbs
+    def tx_done(self, sk: int, wmem: int, enobufs: int) -> None:
+        """TX completions from below for socket sk, open or released with datagrams in
+        flight: sock_wfree() gives back the truesize of freed skbs
         (sock_def_write_space() wakes waiting senders), and each datagram the qdisc
         refused (ip_send_skb's -ENOBUFS) is a SndbufErrors, counted whether or not
         IP_RECVERR would have returned it."""
+        s = self.socks.get(sk) or self.dying.get(sk)
+        if s is None:
+            return
         s.wmem_alloc = max(s.wmem_alloc - wmem, 0)
         if enobufs:
             self._sk_mib(s).add("SndbufErrors", enobufs)
+        if s.dead:
+            if not s.wmem_alloc:
+                del self.dying[sk]
+            return
         s.write_space()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from stackemu import launcher
 
@@ -40,8 +41,22 @@ def launched(state_dir: str) -> Iterator[dict[str, str]]:
         assert down.returncode == 0, down.stderr
 
 
+def _hosts(env: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The hosts of the stack file in env's state directory."""
+    hosts: dict[str, dict[str, dict[str, Any]]] = json.loads(
+        (Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text()
+    )["hosts"]
+    return hosts
+
+
 def service_addr(env: dict[str, str], host: str, service: str) -> str:
     """host:port of a host's service in the stack env's state directory names."""
-    hosts = json.loads((Path(env["STACKEMU_STATE_DIR"]) / "stack.json").read_text())["hosts"]
-    addr: str = hosts[host][service]["addr"]
+    addr: str = _hosts(env)[host][service]["addr"]
     return addr
+
+
+def service_pids(env: dict[str, str]) -> dict[str, int]:
+    """The pid of every service of the stack in env's state directory, by "host/service"."""
+    return {
+        f"{h}/{name}": svc["pid"] for h, services in _hosts(env).items() for name, svc in services.items()
+    }

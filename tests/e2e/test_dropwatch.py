@@ -9,14 +9,14 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
 from stackemu.skb.v1 import dropmon_pb2, dropmon_pb2_grpc
+from tests.e2e.overload_common import nstat, until
 from tests.e2e.stackrun import cli, launched, service_addr
 
 SEND = textwrap.dedent(
@@ -66,23 +66,6 @@ def _send(env: dict[str, str], port: int, dport: int, n: int) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _until(what: Callable[[], Any], ok: Callable[[Any], bool]) -> Any:
-    """what() until ok(it): the datagrams cross two hosts' services asynchronously."""
-    for _ in range(100):
-        value = what()
-        if ok(value):
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never settled: {value!r}")
-
-
-def _nstat(env: dict[str, str], host: str) -> dict[str, int]:
-    done = cli(env, "nstat", "--host", host, "-az", "-s", "-j")
-    assert done.returncode == 0, done.stderr
-    counters: dict[str, int] = json.loads(done.stdout)["kernel"]
-    return counters
-
-
 def _summary(env: dict[str, str], *args: str) -> dict[str, Any]:
     done = cli(env, "dropwatch", "--count", "0", "--summary", "--json", *args)
     assert done.returncode == 0, done.stderr
@@ -104,9 +87,9 @@ def _flow(doc: dict[str, Any], sport: int) -> dict[str, Any]:
 
 def test_no_socket_reason_location_and_counter_agree(stack: dict[str, str]) -> None:
     before_drops = _summary(stack, "--host", "bob")
-    before = _nstat(stack, "bob")
+    before = nstat(stack, "bob")
     _send(stack, 42000, 9999, 1)
-    after = _until(lambda: _nstat(stack, "bob"), lambda c: c["UdpNoPorts"] > before["UdpNoPorts"])
+    after = until(lambda: nstat(stack, "bob"), lambda c: c["UdpNoPorts"] > before["UdpNoPorts"])
     assert after["UdpNoPorts"] - before["UdpNoPorts"] == 1
     assert after["UdpInErrors"] == before["UdpInErrors"]
     drops = _summary(stack, "--host", "bob")
@@ -181,14 +164,14 @@ def test_conservation_check_balances_exactly(stack: dict[str, str]) -> None:
     assert recv.stdin is not None and recv.stdout is not None
     try:
         assert recv.stdout.readline() == "ready\n"
-        before = _nstat(stack, "bob")
+        before = nstat(stack, "bob")
         _send(stack, 42010, 9010, 10)  # all dropped by bob's INPUT rule
         _send(stack, 42011, 9010, 30)  # the socket's small rcvbuf keeps a few
 
         def settled(doc: tuple[int, dict[str, Any]]) -> bool:
             return doc[0] == 0 and sum(f["sent"] for f in doc[1]["flows"]) == 40
 
-        code, doc = _until(lambda: _check(stack), settled)
+        code, doc = until(lambda: _check(stack), settled)
         dropped = _flow(doc, 42010)
         assert (dropped["sent"], dropped["delivered"], dropped["dropped"]) == (10, 0, 10)
         assert dropped["drops"] == [
@@ -201,7 +184,7 @@ def test_conservation_check_balances_exactly(stack: dict[str, str]) -> None:
             }
         ]
         thinned = _flow(doc, 42011)
-        after = _nstat(stack, "bob")
+        after = nstat(stack, "bob")
         rcvbuf_errors = after["UdpRcvbufErrors"] - before["UdpRcvbufErrors"]
         assert after["UdpInDatagrams"] == before["UdpInDatagrams"]  # counted by recvmsg
         queued = 30 - rcvbuf_errors
@@ -217,7 +200,7 @@ def test_conservation_check_balances_exactly(stack: dict[str, str]) -> None:
         recv.stdin.flush()
         assert recv.stdout.readline() == "100\n"
         assert recv.wait(timeout=10) == 0
-        code, doc = _until(lambda: _check(stack), lambda d: _flow(d[1], 42011)["delivered"] == 1)
+        code, doc = until(lambda: _check(stack), lambda d: _flow(d[1], 42011)["delivered"] == 1)
         assert code == 0
         thinned = _flow(doc, 42011)
         assert (thinned["sent"], thinned["delivered"], thinned["dropped"]) == (30, 1, 29)
@@ -231,7 +214,7 @@ def test_conservation_check_balances_exactly(stack: dict[str, str]) -> None:
         _set_ledger(stack, "bob", "ip", False)
         _set_ledger(stack, "bob", "ip", True)
         _send(stack, 42010, 9010, 4)
-        code, doc = _until(lambda: _check(stack), lambda d: _flow(d[1], 42010)["dropped"] == 4)
+        code, doc = until(lambda: _check(stack), lambda d: _flow(d[1], 42010)["dropped"] == 4)
         assert code == 1 and not doc["balanced"]
         dropped = _flow(doc, 42010)
         assert (dropped["sent"], dropped["delivered"], dropped["dropped"], dropped["balanced"]) == (

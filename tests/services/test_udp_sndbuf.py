@@ -123,9 +123,9 @@ async def test_a_sent_datagram_charges_its_truesize_until_tx_done() -> None:
     assert (skb.truesize, skb.wmem, s.wmem_alloc) == (1280, 1280, 1280)
     assert await send(layer, s, 1000) == 1000
     assert s.wmem_alloc == 1280 + 2304 and layer.to_ip[1].wmem == 2304
-    layer.tx_done(s, 1280, 0)
+    layer.tx_done(s.sk, 1280, 0)
     assert s.wmem_alloc == 2304
-    layer.tx_done(s, 2304, 0)
+    layer.tx_done(s.sk, 2304, 0)
     assert s.wmem_alloc == 0
     assert layer.mib.udp.get("OutDatagrams") == 2 and sndbuf_errors(layer) == 0
 
@@ -149,15 +149,39 @@ def test_truesize_is_ip_append_datas(payload: int, truesize: int) -> None:
 
 
 @async_test
+async def test_a_released_socket_counts_its_refused_datagrams_until_all_are_freed() -> None:
+    """A struct sock outlives close() while sk_wmem_alloc holds its datagrams below
+    (__sk_free waits for the last sock_wfree): a qdisc's -ENOBUFS reported after the
+    close is still the socket's SndbufErrors, and the socket goes with the last one."""
+    layer, _ = new_layer()
+    s = layer.create(17, 1, 3)
+    assert await send(layer, s, 500) == 500
+    assert await send(layer, s, 1000) == 1000
+    layer.release(s)
+    assert layer.socks == {} and layer.dying == {s.sk: s}
+    layer.tx_done(s.sk, 1280, 1)
+    assert (sndbuf_errors(layer), s.wmem_alloc, layer.dying) == (1, 2304, {s.sk: s})
+    layer.tx_done(s.sk, 2304, 1)
+    assert (sndbuf_errors(layer), s.wmem_alloc, layer.dying) == (2, 0, {})
+    # A completion for a socket that is gone altogether changes nothing.
+    layer.tx_done(s.sk, 100, 1)
+    assert sndbuf_errors(layer) == 2
+    # One released with nothing in flight is freed at once.
+    quiet = layer.create(17, 1, 4)
+    layer.release(quiet)
+    assert layer.dying == {}
+
+
+@async_test
 async def test_tx_done_wakes_senders_only_at_half_of_sndbuf() -> None:
     """sock_def_write_space(): (sk_wmem_alloc << 1) <= sk_sndbuf."""
     layer, _ = new_layer()
     s = await full(layer)
     waiter = asyncio.get_running_loop().create_future()
     s.write_waiters.append(waiter)
-    layer.tx_done(s, 16640 - 2305, 0)  # 2305 * 2 > 4608
+    layer.tx_done(s.sk, 16640 - 2305, 0)  # 2305 * 2 > 4608
     assert s.wmem_alloc == 2305 and not waiter.done()
-    layer.tx_done(s, 1, 0)  # 2304 * 2 == 4608
+    layer.tx_done(s.sk, 1, 0)  # 2304 * 2 == 4608
     assert s.wmem_alloc == 2304 and waiter.done()
 
 
@@ -171,7 +195,7 @@ async def test_full_sndbuf_nonblocking_is_eagain_and_nospace_stays() -> None:
     # Room again: SOCK_NOSPACE is not cleared (sock_def_write_space leaves it), so an
     # error at "out:" still counts, here ip_append_data's EMSGSIZE (65527 + 8 + 20 >
     # 0xFFFF)...
-    layer.tx_done(s, 16640, 0)
+    layer.tx_done(s.sk, 16640, 0)
     assert s.wmem_alloc == 0
     assert await send(layer, s, 65528) == -errno.EMSGSIZE
     assert s.nospace and sndbuf_errors(layer) == 2
@@ -214,10 +238,10 @@ async def test_blocking_send_waits_for_tx_done() -> None:
     task = asyncio.create_task(send(layer, s, 500, timeout_ns=-1))
     await settle()
     assert not task.done() and s.nospace and len(layer.to_ip) == 1
-    layer.tx_done(s, 16640 - 2400, 0)  # still above half: no wake-up
+    layer.tx_done(s.sk, 16640 - 2400, 0)  # still above half: no wake-up
     await settle()
     assert not task.done()
-    layer.tx_done(s, 2400, 0)
+    layer.tx_done(s.sk, 2400, 0)
     assert await asyncio.wait_for(task, fakes_udp.WAIT) == 500
     assert s.wmem_alloc == 1280 and len(layer.to_ip) == 2
     # Waiting is not an error: nothing counted.
@@ -266,7 +290,7 @@ async def test_a_waiting_sender_gets_the_error_reported_meanwhile() -> None:
     await settle()
     assert not task.done()
     s.sk_err = errno.EHOSTUNREACH
-    layer.tx_done(s, 16640, 0)
+    layer.tx_done(s.sk, 16640, 0)
     assert await asyncio.wait_for(task, fakes_udp.WAIT) == -errno.EHOSTUNREACH
 
 
