@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from services.core.config import ConfigError
 from stackemu import launcher, state
 from stackemu.bench.command import bench
 from stackemu.tools.common import Progress, colour, run_tool
@@ -110,7 +111,11 @@ def status(as_json: bool) -> None:
       stackemu status
       stackemu status --json | jq -r '.[] | select(.health != "SERVING") | .service'
     """
-    rows = _external_status() if state.external_file() else launcher.status()
+    try:
+        rows = _external_status() if state.external_file() else launcher.status()
+    except ConfigError as err:
+        # Half-set STACKEMU_TLS_*, an unreadable certificate: the health checks cannot dial.
+        raise click.ClickException(str(err)) from None
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

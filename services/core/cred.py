@@ -10,6 +10,8 @@ CAP_NET_BIND_SERVICE = 10
 CAP_NET_BROADCAST = 11
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
+# Who may go past fs.file-max (alloc_empty_file).
+CAP_SYS_ADMIN = 21
 # CAP_LAST_CAP on 6.18 (CAP_CHECKPOINT_RESTORE): root's full set.
 CAP_LAST_CAP = 40
 CAP_FULL_SET = (1 << (CAP_LAST_CAP + 1)) - 1

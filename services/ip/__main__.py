@@ -5,6 +5,8 @@ STACKEMU_LISTEN    host:port to serve on
 STACKEMU_METRICS   host:port to serve Prometheus metrics on, /metrics (optional)
 STACKEMU_NIC       host:port of this host's NIC service
 STACKEMU_ADDRS     addresses: lo=127.0.0.1/8,eth0=10.0.0.1/24
+STACKEMU_HOST_SECRET[_FILE], STACKEMU_TLS_CERT/KEY/CA[/SERVER_NAME]  the host secret and
+                   TLS (services/core/server.py)
 """
 
 from __future__ import annotations

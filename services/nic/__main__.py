@@ -10,6 +10,8 @@ STACKEMU_TAP       attach a device to a Linux TAP device moved into a network na
                    of the same name: eth1=NAME or eth1=NAME@10.99.0.1/24 (the kernel
                    side's address; that is the default)
 STACKEMU_NCPUS     emulated CPUs, each with its own backlog (default 1)
+STACKEMU_HOST_SECRET[_FILE], STACKEMU_TLS_CERT/KEY/CA[/SERVER_NAME]  the host secret and
+                   TLS (services/core/server.py)
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ STACKEMU_HOSTNAME  the host's name (alice)
 STACKEMU_LISTEN    host:port to serve on
 STACKEMU_METRICS   host:port to serve Prometheus metrics on, /metrics (optional)
 STACKEMU_UDP       host:port of this host's UDP service
+STACKEMU_HOST_SECRET[_FILE], STACKEMU_TLS_CERT/KEY/CA[/SERVER_NAME]  the host secret and
+                   TLS (services/core/server.py)
 """
 
 from __future__ import annotations

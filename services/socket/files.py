@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from services.core import errno
-from services.core.cred import ROOT, Cred
+from services.core.cred import CAP_SYS_ADMIN, ROOT, Cred
 from services.core.socket_uapi import O_NONBLOCK, O_RDWR
 from services.core.sysctl import Sysctl
 
@@ -25,8 +25,6 @@ TASK_COMM_LEN = 16
 RESERVED_PIDS = 300
 # The emulator's first pid, as if init and the boot's daemons had those below.
 FIRST_PID = 100
-# include/uapi/linux/capability.h: who may go past fs.file-max.
-CAP_SYS_ADMIN = 21
 
 
 @dataclass(eq=False, slots=True)
@@ -59,6 +57,9 @@ class Process:
     # RLIMIT_NOFILE: descriptors are below it.
     nofile: int = NR_OPEN_DEFAULT
     files: dict[int, SocketFile] = field(default_factory=dict)
+    # Descriptors alloc_fd() gave that are not installed yet (get_unused_fd_flags()
+    # marks them in open_fds before fd_install()): a concurrent socket() skips them.
+    reserved: set[int] = field(default_factory=set)
     # Set when the process has exited (a KeepAlive holding it ends).
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # The host's table, whose fs.file-max bounds this process's files too.
@@ -69,11 +70,21 @@ class Process:
         none is below RLIMIT_NOFILE; then, as sock_map_fd() goes on to allocate the
         file, alloc_empty_file()'s ENFILE at the host's fs.file-max."""
         for fd in range(FIRST_FD, self.nofile):
-            if fd not in self.files:
+            if fd not in self.files and fd not in self.reserved:
                 if self.table is not None:
                     self.table.alloc_file(self.cred)
+                self.reserved.add(fd)
                 return fd
         raise errno.kernel_error(errno.EMFILE)
+
+    def fd_install(self, fd: int, f: SocketFile) -> None:
+        """fd_install(): the reserved descriptor now names f."""
+        self.reserved.discard(fd)
+        self.files[fd] = f
+
+    def put_unused_fd(self, fd: int) -> None:
+        """put_unused_fd(): give back a reserved descriptor never installed."""
+        self.reserved.discard(fd)
 
     def file(self, fd: int) -> SocketFile:
         """fdget(): this process's file for fd; EBADF for one that is not open (another
@@ -121,7 +132,7 @@ class ProcessTable:
 
     def nr_files(self) -> int:
         """The host's open files (fs.file-nr's first number)."""
-        return sum(len(p.files) for p in self._procs.values())
+        return sum(len(p.files) + len(p.reserved) for p in self._procs.values())
 
     def alloc_file(self, cred: Cred) -> None:
         """alloc_empty_file()'s limit: ENFILE when the host holds fs.file-max files,

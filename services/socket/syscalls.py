@@ -154,13 +154,25 @@ class SocketLayer:
         # sock_map_fd(): the descriptor comes after the socket (a socket() that fails
         # its checks is never EMFILE); nothing is created for one that would be.
         fd = proc.alloc_fd()
-        sk = await self.proto.create(protocol, pid, fd, proc.cred)
-        proc.files[fd] = SocketFile(
-            sk,
-            kind,
-            protocol,
-            f_flags=O_RDWR | (O_NONBLOCK if flags & SOCK_NONBLOCK else 0),
-            cloexec=bool(flags & SOCK_CLOEXEC),
+        try:
+            sk = await self.proto.create(protocol, pid, fd, proc.cred)
+        except BaseException:
+            proc.put_unused_fd(fd)
+            raise
+        if proc.exited.is_set():
+            # The process exited while the socket was made: nothing will close it.
+            proc.put_unused_fd(fd)
+            await self.proto.release(sk)
+            raise errno.kernel_error(errno.EBADF, "the process exited")
+        proc.fd_install(
+            fd,
+            SocketFile(
+                sk,
+                kind,
+                protocol,
+                f_flags=O_RDWR | (O_NONBLOCK if flags & SOCK_NONBLOCK else 0),
+                cloexec=bool(flags & SOCK_CLOEXEC),
+            ),
         )
         return fd
 

@@ -21,10 +21,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.core import auth
 from services.core.config import ConfigError, env_secret
-from services.core.cred import CAP_FULL_SET, CAP_NET_ADMIN, Cred
+from services.core.cred import CAP_FULL_SET, CAP_NET_ADMIN, CAP_SYS_ADMIN, Cred
 from services.core.server import MAX_MESSAGE, Service, make_server, open_aio_channel
 from services.core.sysctl import Sysctl
-from services.socket.files import CAP_SYS_ADMIN, RESERVED_PIDS, ProcessTable, SocketFile
+from services.socket.files import RESERVED_PIDS, ProcessTable, SocketFile
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.nic.v1 import nic_pb2  # noqa: F401  (its services in the descriptor pool)
 from stackemu.socket.v1 import socket_pb2
@@ -308,7 +308,7 @@ def test_file_max_bounds_the_hosts_files_enfile_but_not_for_cap_sys_admin() -> N
     def install(proc: Any) -> int:
         """socket()'s part here: the descriptor, then the file in it."""
         fd = proc.alloc_fd()
-        proc.files[fd] = SocketFile(sk=1000 + fd, type=2, protocol=17)
+        proc.fd_install(fd, SocketFile(sk=1000 + fd, type=2, protocol=17))
         return int(fd)
 
     def fails(proc: Any) -> int:

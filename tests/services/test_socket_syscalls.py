@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from services.core import errno
-from services.core.cred import CAP_FULL_SET, CAP_NET_RAW, Cred
+from services.core.cred import CAP_FULL_SET, CAP_NET_RAW, ROOT, Cred
 from services.core.socket_uapi import MSG_DONTWAIT, MSG_PROBE, MSG_WAITFORONE, SO_ERROR, SO_SNDBUF, SOL_SOCKET
 from services.socket.files import UnknownProcess
 from services.socket.syscalls import SocketLayer
@@ -147,6 +147,37 @@ async def test_rlimit_nofile_and_the_lowest_free_fd() -> None:
     assert await _errno(layer.socket(tight, AF_INET, SOCK_DGRAM, 0)) == errno.EMFILE
     with pytest.raises(ValueError):
         layer.open_process("big", nofile=65537)
+
+
+class _SlowCreate(LoopbackUdp):
+    """A UDP layer whose socket creation takes a turn of the loop, as the real one does
+    (a round trip to the UDP service), and can be made to fail."""
+
+    fail = False
+
+    async def create(self, protocol: int, pid: int, fd: int, cred: Cred = ROOT) -> int:
+        await asyncio.sleep(0)
+        if self.fail:
+            raise errno.kernel_error(errno.ENOBUFS)
+        return await super().create(protocol, pid, fd, cred)
+
+
+@async_test
+async def test_concurrent_sockets_get_distinct_fds() -> None:
+    """get_unused_fd_flags() reserves the descriptor before the socket is made, so
+    socket() calls of one process in flight together get distinct fds (on 6.18, 16
+    threads' sockets at once got 16 distinct fds), and one that fails gives its back."""
+    udp = _SlowCreate()
+    layer = SocketLayer(udp)
+    pid = layer.open_process("app").pid
+    fds = await asyncio.gather(*(layer.socket(pid, AF_INET, SOCK_DGRAM, 0) for _ in range(5)))
+    assert sorted(fds) == [3, 4, 5, 6, 7]
+    assert len(udp.layer.socks) == 5
+    udp.fail = True
+    assert await _errno(layer.socket(pid, AF_INET, SOCK_DGRAM, 0)) == errno.ENOBUFS
+    udp.fail = False
+    assert await layer.socket(pid, AF_INET, SOCK_DGRAM, 0) == 8
+    assert layer.procs.nr_files() == 6
 
 
 def test_rlimit_nofile_on_the_kernel() -> None:
