@@ -103,13 +103,14 @@ class Backoff:
         return self.timeout
 
 
-def describe_exit(status: int | None) -> str:
-    """A wait status as a shell says it; None when the process was not ours to reap."""
-    if status is None:
+def describe_exit(returncode: int | None) -> str:
+    """A Popen returncode as a shell says it (negative: the signal that killed it);
+    None when the process was not ours to reap."""
+    if returncode is None:
         return "ended"
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
 
 
 class Watched:
@@ -118,6 +119,8 @@ class Watched:
     def __init__(self, spec: Spec, pid: int, restarts: int) -> None:
         self.spec = spec
         self.pid = pid
+        # A process this supervisor started (the launcher's first ones are not its own).
+        self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
         self.started = time.monotonic()
         self.restart_at: float | None = None
@@ -133,16 +136,16 @@ class Watched:
         return True
 
     def reap(self) -> int | None:
-        """Close the pidfd and collect the wait status if the process was our child (a
-        restarted one); the launcher's first processes are reaped by whoever inherited them."""
+        """Close the pidfd, and reap the process if it is one this supervisor started:
+        its returncode (the launcher's first processes are reaped by whoever inherited
+        them, and None says so)."""
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
+        if self.proc is None:
             return None
-        return status if pid == self.pid else None
+        # The pidfd was readable: the process has ended, and wait() returns at once.
+        return self.proc.wait()
 
 
 class Supervisor:
@@ -211,17 +214,17 @@ class Supervisor:
         return data is not None and data.get("supervisor", {}).get("pid", os.getpid()) == os.getpid()
 
     def _ended(self, w: Watched) -> None:
-        status = w.reap()
+        returncode = w.reap()
         delay = w.backoff.next(time.monotonic() - w.started)
         w.restart_at = time.monotonic() + delay
-        how = describe_exit(status)
+        how = describe_exit(returncode)
         self.say(f"{w.spec.name} (pid {w.pid}) {how}: restart {w.restarts + 1} in {delay:g} s")
 
     def _restart(self, w: Watched) -> None:
         w.restart_at = None
         w.started = time.monotonic()
-        proc = start(w.spec)
-        w.pid = proc.pid
+        w.proc = start(w.spec)
+        w.pid = w.proc.pid
         w.restarts += 1
         self._record(w)
         self.say(f"{w.spec.name} restarted as pid {w.pid}")
