@@ -89,7 +89,16 @@ def _flow_at(buf: bytes | bytearray, nh: int, end: int) -> FlowKey | None:
 
 def flow_of(skb: SkBuff) -> FlowKey | None:
     """The UDP/UDP-Lite flow of an IPv4 skb from its headers; None when they are not
-    there (not IPv4, truncated, a fragment past the first, another protocol)."""
+    there (not IPv4, truncated, a fragment past the first, another protocol). An skb
+    UDP built that has no IPv4 header yet (between udp_send_skb and ip_send_skb)
+    names its flow by its cork and UDP header, as udp_send_skb's own count does."""
+    cork = skb.cork
+    if cork is not None and skb.network_header == HEADER_UNSET:
+        th = skb.transport_header
+        if cork.protocol not in _UDP_PROTOS or th == HEADER_UNSET or th + _PORTS.size > skb.tail:
+            return None
+        sport, dport = _PORTS.unpack_from(skb.head, th)
+        return (cork.protocol, cork.saddr, sport, cork.daddr, dport)
     nh = _network_header(skb)
     return None if nh is None else _flow_at(skb.head, nh, skb.tail)
 

@@ -8,8 +8,10 @@ a layer that hands it on (a stream, a queue) no longer touches it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from stackemu.skb.v1 import skb_pb2
 
@@ -141,6 +143,44 @@ def trace_to_proto(steps: Iterable[TraceStep]) -> list[skb_pb2.TraceStep]:
 
 def trace_from_proto(msgs: Iterable[skb_pb2.TraceStep]) -> list[TraceStep]:
     return [TraceStep(t.func, t.service, t.host, t.ts_ns) for t in msgs]
+
+
+# The scalar fields SkBuff and its protobuf message share, by the same names.
+_SCALARS: Final = (
+    "data",
+    "tail",
+    "mac_header",
+    "network_header",
+    "transport_header",
+    "len",
+    "data_len",
+    "protocol",
+    "pkt_type",
+    "ip_summed",
+    "csum",
+    "csum_start",
+    "csum_offset",
+    "tstamp",
+    "hwtstamp",
+    "mark",
+    "priority",
+    "skb_iif",
+    "dev_ifindex",
+    "hash",
+    "queue_mapping",
+    "vlan_tci",
+    "gso_size",
+    "gso_segs",
+    "gso_type",
+    "tx_flags",
+    "tskey",
+    "sk",
+    "truesize",
+    "ignore_df",
+    "wmem",
+    "dst_pending_confirm",
+)
+_get_scalars = operator.attrgetter(*_SCALARS)
 
 
 class SkBuff:
@@ -315,11 +355,17 @@ class SkBuff:
         self.len = length
 
     def linearize(self) -> None:
-        """skb_linearize(): pull paged frags and the frag_list into the linear buffer."""
+        """skb_linearize() → __pskb_pull_tail(): pull paged frags and the frag_list into
+        the linear buffer, a new one (the head may be a clone's too). What fits in the
+        tailroom goes there; else pskb_expand_head() grows the end by what is missing
+        plus 128, keeping every offset into the head, so header marks stay inside it."""
         if not self.data_len:
             return
         rest = b"".join(self.frags) + b"".join(s.payload() for s in self.frag_list)
-        self.head = self.head[: self.tail] + bytearray(rest)
+        tail = self.tail
+        eat = tail + len(rest) - self.end
+        after = bytes(eat + 128) if eat > 0 else self.head[tail + len(rest) :]
+        self.head = self.head[:tail] + rest + after
         self.tail += len(rest)
         self.data_len = 0
         self.frags = []
@@ -388,49 +434,19 @@ class SkBuff:
     # The protobuf form.
 
     def to_proto(self) -> skb_pb2.SkBuff:
+        # Only the fields that differ from proto3's zero default are passed: the
+        # conversion runs for every skb at every service boundary.
         m = skb_pb2.SkBuff(
             head=bytes(self.head),
-            data=self.data,
-            tail=self.tail,
-            mac_header=self.mac_header,
-            network_header=self.network_header,
-            transport_header=self.transport_header,
-            len=self.len,
-            data_len=self.data_len,
             frags=self.frags,
-            protocol=self.protocol,
-            pkt_type=self.pkt_type,
-            ip_summed=self.ip_summed,
-            csum=self.csum,
-            csum_start=self.csum_start,
-            csum_offset=self.csum_offset,
-            tstamp=self.tstamp,
-            hwtstamp=self.hwtstamp,
-            mark=self.mark,
-            priority=self.priority,
-            skb_iif=self.skb_iif,
-            dev_ifindex=self.dev_ifindex,
-            hash=self.hash,
-            queue_mapping=self.queue_mapping,
-            vlan_tci=self.vlan_tci,
-            gso_size=self.gso_size,
-            gso_segs=self.gso_segs,
-            gso_type=self.gso_type,
-            tx_flags=self.tx_flags,
-            tskey=self.tskey,
-            sk=self.sk,
-            truesize=self.truesize,
-            ignore_df=self.ignore_df,
-            wmem=self.wmem,
-            dst_pending_confirm=self.dst_pending_confirm,
+            **{n: v for n, v in zip(_SCALARS, _get_scalars(self), strict=True) if v},
         )
         if any(self.cb):
             m.cb = bytes(self.cb)
         if self.frag_list:
             m.frag_list.extend(s.to_proto() for s in self.frag_list)
         if self.dst is not None:
-            d = self.dst
-            m.dst.CopyFrom(dst_to_proto(d))
+            m.dst.CopyFrom(dst_to_proto(self.dst))
         if self.cork is not None:
             k = self.cork
             m.cork.CopyFrom(
@@ -453,58 +469,64 @@ class SkBuff:
     @classmethod
     def from_proto(cls, m: skb_pb2.SkBuff, depth: int = 0) -> SkBuff:
         """Build an SkBuff from untrusted bytes; SkbError says which field contradicts."""
-        skb = cls(bytearray(m.head))
-        end = len(m.head)
-        if not m.data <= m.tail <= end:
-            raise SkbError(f"skb: need data <= tail <= end, got {m.data}, {m.tail}, {end}")
+        skb = cls.__new__(cls)
+        # In _SCALARS' order: one C call reads them all, one statement stores them.
+        (
+            skb.data,
+            skb.tail,
+            skb.mac_header,
+            skb.network_header,
+            skb.transport_header,
+            skb.len,
+            skb.data_len,
+            skb.protocol,
+            skb.pkt_type,
+            skb.ip_summed,
+            skb.csum,
+            skb.csum_start,
+            skb.csum_offset,
+            skb.tstamp,
+            skb.hwtstamp,
+            skb.mark,
+            skb.priority,
+            skb.skb_iif,
+            skb.dev_ifindex,
+            skb.hash,
+            skb.queue_mapping,
+            skb.vlan_tci,
+            skb.gso_size,
+            skb.gso_segs,
+            skb.gso_type,
+            skb.tx_flags,
+            skb.tskey,
+            skb.sk,
+            skb.truesize,
+            skb.ignore_df,
+            skb.wmem,
+            skb.dst_pending_confirm,
+        ) = _get_scalars(m)
+        skb.head = bytearray(m.head)
+        skb.dst = skb.cork = skb.trace = None
+        end = len(skb.head)
+        if not skb.data <= skb.tail <= end:
+            raise SkbError(f"skb: need data <= tail <= end, got {skb.data}, {skb.tail}, {end}")
         for name in ("mac_header", "network_header", "transport_header"):
-            v = getattr(m, name)
+            v = getattr(skb, name)
             if v != HEADER_UNSET and v > end:
                 raise SkbError(f"skb: {name} {v} beyond end {end}")
-        if len(m.cb) > SKB_CB_SIZE:
-            raise SkbError(f"skb: cb of {len(m.cb)} bytes, at most {SKB_CB_SIZE}")
+        cb = m.cb
+        if len(cb) > SKB_CB_SIZE:
+            raise SkbError(f"skb: cb of {len(cb)} bytes, at most {SKB_CB_SIZE}")
+        skb.cb = bytearray(cb) + bytes(SKB_CB_SIZE - len(cb))
         if depth > 1 and m.frag_list:
             raise SkbError("skb: frag_list nested more than one level")
         skb.frag_list = [cls.from_proto(s, depth + 1) for s in m.frag_list]
         skb.frags = list(m.frags)
         data_len = sum(len(f) for f in skb.frags) + sum(s.len for s in skb.frag_list)
-        if m.data_len != data_len:
-            raise SkbError(f"skb: data_len {m.data_len} but frags and frag_list hold {data_len}")
-        if m.len != m.tail - m.data + data_len:
-            raise SkbError(f"skb: len {m.len} != linear {m.tail - m.data} + data_len {data_len}")
-        skb.data = m.data
-        skb.tail = m.tail
-        skb.mac_header = m.mac_header
-        skb.network_header = m.network_header
-        skb.transport_header = m.transport_header
-        skb.len = m.len
-        skb.data_len = m.data_len
-        skb.protocol = m.protocol
-        skb.pkt_type = m.pkt_type
-        skb.ip_summed = m.ip_summed
-        skb.csum = m.csum
-        skb.csum_start = m.csum_start
-        skb.csum_offset = m.csum_offset
-        skb.tstamp = m.tstamp
-        skb.hwtstamp = m.hwtstamp
-        skb.mark = m.mark
-        skb.priority = m.priority
-        skb.skb_iif = m.skb_iif
-        skb.dev_ifindex = m.dev_ifindex
-        skb.hash = m.hash
-        skb.queue_mapping = m.queue_mapping
-        skb.vlan_tci = m.vlan_tci
-        skb.gso_size = m.gso_size
-        skb.gso_segs = m.gso_segs
-        skb.gso_type = m.gso_type
-        skb.tx_flags = m.tx_flags
-        skb.tskey = m.tskey
-        skb.sk = m.sk
-        skb.cb[: len(m.cb)] = m.cb
-        skb.truesize = m.truesize
-        skb.ignore_df = m.ignore_df
-        skb.wmem = m.wmem
-        skb.dst_pending_confirm = m.dst_pending_confirm
+        if skb.data_len != data_len:
+            raise SkbError(f"skb: data_len {skb.data_len} but frags and frag_list hold {data_len}")
+        if skb.len != skb.tail - skb.data + data_len:
+            raise SkbError(f"skb: len {skb.len} != linear {skb.tail - skb.data} + data_len {data_len}")
         if m.HasField("dst"):
             skb.dst = dst_from_proto(m.dst)
         if m.HasField("cork"):

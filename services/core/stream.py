@@ -38,6 +38,8 @@ class BatchQueue(Generic[T]):
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] = deque()
         self._interrupt: BaseException | None = None
+        # Set by close(): where batches go once the stream is gone.
+        self._dropper: Callable[[list[T]], None] | None = None
 
     def _wake_getter(self) -> None:
         g = self._getter
@@ -48,7 +50,7 @@ class BatchQueue(Generic[T]):
         """Queue a batch, waiting while max_batches are already queued."""
         if not batch:
             return
-        while len(self._batches) >= self._max:
+        while self._dropper is None and len(self._batches) >= self._max:
             fut = asyncio.get_running_loop().create_future()
             self._putters.append(fut)
             try:
@@ -56,12 +58,18 @@ class BatchQueue(Generic[T]):
             finally:
                 if not fut.done():
                     fut.cancel()
+        if self._dropper is not None:
+            self._dropper(batch)
+            return
         self._batches.append(batch)
         self._wake_getter()
 
     def put_nowait(self, batch: list[T]) -> bool:
         """Queue without waiting; False when full (the caller counts the drop)."""
         if not batch:
+            return True
+        if self._dropper is not None:
+            self._dropper(batch)
             return True
         if len(self._batches) >= self._max:
             return False
@@ -94,6 +102,16 @@ class BatchQueue(Generic[T]):
         get() that finds the queue empty."""
         self._interrupt = exc
         self._wake_getter()
+
+    def close(self, dropper: Callable[[list[T]], None]) -> None:
+        """The stream this queue fed is gone: what is queued, and whatever is put from
+        now on, goes to dropper (which counts it lost) instead of waiting for a stream
+        that will not come back; a get() waiting ends with StreamEnded."""
+        self._dropper = dropper
+        lost = self.drain()
+        if lost:
+            dropper(lost)
+        self.interrupt(StreamEnded())
 
     def clear_interrupt(self) -> None:
         self._interrupt = None

@@ -11,6 +11,7 @@ import grpc
 
 from services.core import dropmon
 from services.core.convert import drops_to_proto, skbs_from_proto
+from services.core.dropreason import SkbDropReason
 from services.core.metrics import Collector, DropCollector, SnmpCollector
 from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
 from services.core.skbuff import SkBuff, dst_to_proto
@@ -117,8 +118,26 @@ class IpServicer(IpControl):
             await self.up.put([DevicesChanged()])
         # A fresh queue per stream: a failed stream's request iterator may still be
         # waiting on the old one and must not take skbs meant for the new stream.
-        self.down = BatchQueue()
-        call = stub.Attach(self._nic_requests(self.down))
+        down: BatchQueue[Down] = BatchQueue()
+        self.down = down
+        try:
+            await self._nic_stream(stub, down, on_ready)
+        finally:
+            down.close(self._nic_lost)
+
+    def _nic_lost(self, batch: list[Down]) -> None:
+        """What was queued for a NIC whose stream broke, or is put before it is back:
+        dev_queue_xmit() to a device that is gone (DEV_READY)."""
+        for x in batch:
+            if isinstance(x, SkBuff):
+                self.layer.drops.drop(SkbDropReason.DEV_READY, "attach_nic (the NIC went away)", skb=x)
+                # kfree_skb's destructor: the sender's socket memory comes back.
+                self.layer.tx_done.add(x)
+
+    async def _nic_stream(
+        self, stub: nic_pb2_grpc.NicServiceStub, down: BatchQueue[Down], on_ready: Callable[[], object]
+    ) -> None:
+        call = stub.Attach(self._nic_requests(down))
         await on_ready()  # type: ignore[misc]
         async for resp in call:
             layer = self.layer

@@ -43,6 +43,9 @@ class SocketFile:
     # sk_shutdown as this file last set it: a timeout-mode wait for data (which polls)
     # must know that a read would not wait.
     shutdown: int = 0
+    # Its socket went with the UDP layer's stream (SocketLayer.lower_lost): the
+    # descriptor stays taken, so its number names nothing else, until close().
+    lost: bool = False
 
     @property
     def nonblock(self) -> bool:
@@ -92,6 +95,8 @@ class Process:
         f = self.files.get(fd)
         if f is None:
             raise errno.kernel_error(errno.EBADF)
+        if f.lost:
+            raise errno.kernel_error(errno.EBADF, "its socket went with the UDP layer")
         return f
 
 

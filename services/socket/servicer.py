@@ -339,7 +339,9 @@ class SocketService(Service):
 
     def __init__(self, hostname: str, udp_addr: str) -> None:
         self.client = UdpClient()
-        self.servicer = SocketServicer(SocketLayer(self.client), hostname)
+        layer = SocketLayer(self.client)
+        self.client.on_lost = layer.lower_lost
+        self.servicer = SocketServicer(layer, hostname)
         self.udp_addr = udp_addr
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None

@@ -117,12 +117,21 @@ class SocketLayer:
     def open_process(self, comm: str, cred: Cred = ROOT, nofile: int = 0) -> Process:
         return self.procs.open(comm, cred, nofile)
 
+    def lower_lost(self) -> None:
+        """The stream to the UDP layer ended, and with it every socket below (the UDP
+        service releases them, or restarted without them): every file is lost, its
+        calls EBADF, its number kept until close() so it never names a socket made
+        since."""
+        for proc in self.procs:
+            for f in proc.files.values():
+                f.lost = True
+
     async def exit_process(self, pid: int) -> None:
         """do_exit() → close_files(): every descriptor is closed, lowest first; calls
         blocked on them are released (EBADF)."""
         proc = self.procs.remove(pid)
         proc.exited.set()
-        files = [proc.files[fd] for fd in sorted(proc.files)]
+        files = [proc.files[fd] for fd in sorted(proc.files) if not proc.files[fd].lost]
         proc.files.clear()
         for f in files:
             try:
@@ -330,7 +339,8 @@ class SocketLayer:
         f = proc.files.pop(fd, None)
         if f is None:
             raise errno.kernel_error(errno.EBADF)
-        await self.proto.release(f.sk)
+        if not f.lost:
+            await self.proto.release(f.sk)
 
     def fcntl(self, pid: int, fd: int, cmd: int, arg: int) -> int:
         """do_fcntl() for F_GETFD, F_SETFD, F_GETFL and F_SETFL (setfl()); the int
@@ -483,7 +493,7 @@ class SocketLayer:
             if fd < 0:
                 return None
             f = proc.files.get(fd)
-            if f is not None:
+            if f is not None and not f.lost:
                 try:
                     mask = await self.proto.poll(f.sk, None, 0, f.nonblock)
                     revents[i] = mask & (events | POLLERR | POLLHUP)
@@ -499,7 +509,7 @@ class SocketLayer:
                     known = await self.proto.poll(f.sk, known, -1, f.nonblock)
                 except OSError:
                     known = -1
-                if known < 0 or proc.files.get(fd) is not f:
+                if known < 0 or proc.files.get(fd) is not f or f.lost:
                     revents[i] = POLLNVAL
                     changed.set()
                     return

@@ -29,6 +29,9 @@ class UdpClient:
         self._pending: dict[int, asyncio.Future[udp_pb2.ProtoReply]] = {}
         self._out: BatchQueue[udp_pb2.ProtoCall] = BatchQueue()
         self.connected = asyncio.Event()
+        # Called when a stream that was up ends: the UDP layer releases the sockets of a
+        # stream that ended, so the files naming them must go too.
+        self.on_lost: Callable[[], None] | None = None
 
     async def run(self, channel: grpc.aio.Channel, on_ready: Callable[[], Awaitable[None]]) -> None:
         """Hold the stream open, resolving replies; on loss every pending call fails
@@ -48,12 +51,15 @@ class UdpClient:
                     if fut is not None and not fut.done():
                         fut.set_result(reply)
         finally:
+            was_up = self.connected.is_set()
             self.connected.clear()
             self._out.drain()
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(errno.kernel_error(errno.EIO, "the UDP layer went away"))
             self._pending.clear()
+            if was_up and self.on_lost is not None:
+                self.on_lost()
 
     async def _call(self, sk: int, **op: object) -> udp_pb2.ProtoReply:
         if not self.connected.is_set():

@@ -12,6 +12,7 @@ from services.core import dropmon, errno
 from services.core.convert import drops_to_proto, skbs_from_proto, skbs_to_proto
 from services.core.cred import Cred
 from services.core.datagram import datagram_to_proto
+from services.core.dropreason import SkbDropReason
 from services.core.metrics import SOCK_GAUGES, Collector, DropCollector, SnmpCollector, TableCollector
 from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
 from services.core.skbuff import Dst, SkbError, SkBuff, dst_from_proto
@@ -134,8 +135,27 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
     async def attach_ip(self, channel: grpc.aio.Channel, on_ready: Callable[[], Awaitable[None]]) -> None:
         stub = ip_pb2_grpc.IpServiceStub(channel)
         # A fresh queue per stream (see services.ip.servicer.attach_nic).
-        self.down = BatchQueue()
-        call = stub.Attach(messages(self.down, _attach_request))
+        down: BatchQueue[SkBuff | IcmpError] = BatchQueue()
+        self.down = down
+        try:
+            await self._ip_stream(stub, down, on_ready)
+        finally:
+            down.close(self._ip_lost)
+
+    def _ip_lost(self, batch: list[SkBuff | IcmpError]) -> None:
+        """What was queued for an IP layer whose stream broke, or is sent before it is
+        back: lost below udp_send_skb (ip_send_skb has nowhere to go)."""
+        for x in batch:
+            skb = x.skb if isinstance(x, IcmpError) else x
+            self.layer.drops.drop(SkbDropReason.NOT_SPECIFIED, "attach_ip (the IP layer went away)", skb=skb)
+
+    async def _ip_stream(
+        self,
+        stub: ip_pb2_grpc.IpServiceStub,
+        down: BatchQueue[SkBuff | IcmpError],
+        on_ready: Callable[[], Awaitable[None]],
+    ) -> None:
+        call = stub.Attach(messages(down, _attach_request))
         # Datagrams sent over a stream that broke will never be reported freed: their
         # charges go, or the senders would wait for room forever.
         self.layer.forget_tx_charges()
@@ -376,13 +396,18 @@ class UdpServicer(udp_pb2_grpc.UdpServiceServicer):
             yield resp
 
     def _closed(self) -> None:
-        """The caller went away: abandon its pending calls, and give the next caller a
-        fresh reply queue, so that replies owed to this one (the EINTR of a recvmsg its
-        end abandoned) cannot reach it, whose call ids may repeat these."""
+        """The caller went away: abandon its pending calls, release its sockets, and give
+        the next caller a fresh reply queue, so that replies owed to this one (the EINTR
+        of a recvmsg its end abandoned) cannot reach it, whose call ids may repeat these."""
         for task in list(self._pending.values()):
             task.cancel()
         self._pending.clear()
         self.replies = BatchQueue()
+        # The socket layer's files named these sockets; it forgets them when the stream
+        # ends (a restarted socket service has no processes left), so they go, as its
+        # processes' exit would close them.
+        for s in list(self.layer.socks.values()):
+            self.layer.release(s)
 
     async def GetTraces(
         self, request: udp_pb2.GetTracesRequest, context: grpc.aio.ServicerContext

@@ -9,7 +9,7 @@ import pytest
 from services.core.dropmon import flow_to_proto
 from services.core.dropreason import DropStats, SkbDropReason
 from services.core.flowledger import FlowCounts, FlowLedger, datagrams, flow_of
-from services.core.skbuff import SkBuff, alloc_skb
+from services.core.skbuff import IpCork, SkBuff, alloc_skb
 from stackemu.skb.v1 import dropmon_pb2
 from stackemu.tools.dropwatch import conservation
 
@@ -54,6 +54,20 @@ def test_no_flow_without_the_headers() -> None:
     assert flow_of(_skb(ETH + first + UDP)) == FLOW
     udplite = IP[:9] + bytes([136]) + IP[10:]
     assert flow_of(_skb(ETH + udplite + UDP)) == (136, *FLOW[1:])
+
+
+def test_a_udp_skb_without_an_ip_header_names_its_flow_by_its_cork() -> None:
+    """Between udp_send_skb and ip_send_skb (the UDP service's queue to IP), the skb has
+    the UDP header at transport_header and the addresses in its cork."""
+    skb = _skb(UDP)
+    skb.reset_transport_header()
+    skb.cork = IpCork(saddr=0x0A000001, daddr=0x0A000002, protocol=17)
+    assert flow_of(skb) == FLOW
+    skb.cork = IpCork(saddr=0x0A000001, daddr=0x0A000002, protocol=1)
+    assert flow_of(skb) is None
+    skb.cork = IpCork(saddr=0x0A000001, daddr=0x0A000002, protocol=17)
+    skb.transport_header = skb.tail - 2  # no room for the ports
+    assert flow_of(skb) is None
 
 
 def test_gso_skb_counts_its_segments() -> None:

@@ -40,6 +40,35 @@ def test_the_bound_makes_producers_wait_and_put_nowait_refuse() -> None:
     asyncio.run(main())
 
 
+def test_close_hands_what_is_queued_and_every_later_batch_to_the_dropper() -> None:
+    """A stream that broke: its queue's batches are counted lost, a waiting get() and a
+    producer waiting for room end, and nothing put later waits or stays."""
+
+    async def main() -> None:
+        q: BatchQueue[int] = BatchQueue(max_batches=1)
+        lost: list[list[int]] = []
+        await q.put([1, 2])
+        blocked = asyncio.create_task(q.put([3]))
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        q.close(lost.append)
+        await asyncio.wait_for(blocked, 1)
+        assert lost == [[1, 2], [3]]
+        await q.put([4])
+        assert q.put_nowait([5]) is True
+        assert lost == [[1, 2], [3], [4], [5]] and q.qsize() == 0
+        with pytest.raises(StreamEnded):
+            await q.get()
+        getter = BatchQueue[int]()
+        waiting = asyncio.create_task(getter.get())
+        await asyncio.sleep(0)
+        getter.close(lost.append)
+        with pytest.raises(StreamEnded):
+            await waiting
+
+    asyncio.run(main())
+
+
 def test_interrupt_ends_a_waiting_get_or_the_next_empty_one() -> None:
     async def main() -> None:
         q: BatchQueue[int] = BatchQueue()

@@ -355,7 +355,7 @@ def test_demo_profile_container_exits_0(compose: Compose) -> None:
             assert f"  {receiver:<6} recvmsg() = b'hello {receiver} #3' from {peer}:" in logs
         # Its `stackemu status`, by service name on the internal network (no pids in a
         # stack file).
-        assert re.search(r"\nalice +socket +alice-socket:50103 +alice-socket:51103 +- +SERVING\n", logs), logs
+        assert re.search(r"\nalice +socket +alice-socket:50103 +alice-socket:51103 +- +- +SERVING\n", logs), logs
         assert demo.attrs["NetworkSettings"]["Networks"].keys() == {f"{PROJECT}_stack"}
     finally:
         demo.remove(force=True)
@@ -450,7 +450,7 @@ def test_a_killed_service_is_restarted_and_the_stack_recovers(compose: Compose) 
         time.sleep(0.1)
     assert udp.attrs["RestartCount"] == restarts + 1
     # The new UDP layer attaches to IP again (its health says so), the socket service to
-    # it (retry_forever, backoff up to 1 s); until then a system call fails with EIO,
+    # it (retry_forever, backoff up to 0.25 s); until then a system call fails with EIO,
     # "the UDP layer is not attached", while the socket service stays SERVING.
     compose.wait_healthy(["alice-udp", "alice-socket"])
     errors = _wait_attached("alice")

@@ -476,27 +476,8 @@ def _ledger_on(name: str) -> None:
             svc.call("SetFlowLedger", dropmon_pb2.SetFlowLedgerRequest(enabled=True))
 
 
-NOT_COUNTED = (
-    "what a layer had queued for a neighbour whose stream broke is lost uncounted: "
-    "services/udp/servicer.py attach_ip() and services/ip/servicer.py attach_nic() "
-    "replace self.down with a fresh BatchQueue at the next stream and never drain the old "
-    "one; the skbs queued on it between the break and the reconnect must be counted as "
-    "drops (drops.drop(reason, location, skb=skb) for each, e.g. NOT_SPECIFIED at "
-    '"attach_ip" / DEV_READY at "attach_nic", and their wmem charges released), and '
-    "put() on the dead queue must not wait (a full one wedges the host: every syscall hangs)"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "layer",
-    [
-        pytest.param("nic", marks=pytest.mark.xfail(strict=True, reason=NOT_COUNTED)),
-        pytest.param("ip", marks=pytest.mark.xfail(strict=True, reason=NOT_COUNTED)),
-        "udp",
-        "socket",
-    ],
-)
+@pytest.mark.parametrize("layer", ["nic", "ip", "udp", "socket"])
 def test_kill_a_layer_of_alice_mid_traffic(stack: dict[str, str], layer: str) -> None:
     name = f"alice/{layer}"
     port = 9500 + ["nic", "ip", "udp", "socket"].index(layer)
@@ -604,27 +585,11 @@ def test_a_recvfrom_blocked_when_the_socket_service_dies_gets_eio_then_ebadf(sta
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/udp/servicer.py UdpServicer._closed(): when the socket layer's stream "
-    "ends, every socket it created is an orphan (the restarted socket service has no process "
-    "and no descriptor for it) and stays bound: _closed() must release them all "
-    "(layer.release(s) for each of layer.socks, as exit_process() closes a dead process's "
-    "files); now a new socket's bind() to the old address gets EADDRINUSE",
-)
 def test_a_socket_service_restart_frees_the_addresses_of_its_processes(stack: dict[str, str]) -> None:
     assert _blocked(stack, "alice/socket", 9512)["bind"] == 0
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/socket (udp_client.py UdpClient.run, syscalls.py SocketLayer): a file "
-    "keeps the sk id of the UDP layer it was created in; a restarted UDP layer numbers its "
-    "sockets from 1 again, so the old descriptor reaches another socket (another process's, "
-    "too). When the stream to UDP is lost, every file's socket is gone: its calls must fail "
-    "with EBADF (or sk ids must not repeat across UDP restarts, e.g. a boot id in Attach)",
-)
 def test_a_descriptor_from_before_a_udp_restart_reaches_no_other_socket(stack: dict[str, str]) -> None:
     code = """
 import json, sys

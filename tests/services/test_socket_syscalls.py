@@ -180,6 +180,24 @@ async def test_concurrent_sockets_get_distinct_fds() -> None:
     assert layer.procs.nr_files() == 6
 
 
+@async_test
+async def test_files_lose_their_sockets_with_the_udp_stream() -> None:
+    """The stream to UDP ended (the UDP service restarted, or released them): each
+    file's calls are EBADF, its number stays taken until close() (which releases
+    nothing below), so it never names a socket made since."""
+    layer, udp, pid = await _layer()
+    old = await _bound(layer, pid, 9600)
+    layer.lower_lost()
+    assert await _errno(layer.getsockname(pid, old)) == errno.EBADF
+    assert await _errno(layer.sendmsg(pid, old, b"x", sockaddr("127.0.0.1", 9600), 0, False)) == errno.EBADF
+    new = await layer.socket(pid, AF_INET, SOCK_DGRAM, 0)
+    assert new == old + 1
+    socks = dict(udp.layer.socks)
+    await layer.close(pid, old)
+    assert udp.layer.socks == socks
+    assert await layer.socket(pid, AF_INET, SOCK_DGRAM, 0) == old
+
+
 def test_rlimit_nofile_on_the_kernel() -> None:
     code = (
         "import resource, socket\n"

@@ -762,6 +762,8 @@ async def test_a_new_stream_gets_no_replies_owed_to_the_old_one() -> None:
         await eventually(lambda: waiting in servicer._pending, "the recvmsg to wait")
         await h.sock.close()
         await eventually(lambda: not servicer.gate.busy and not servicer._pending, "the stream to end")
+        # The old stream's sockets went with it: their owners' files are gone too.
+        assert h.layer.socks == {} and len(h.layer.table) == 0
         # The new socket layer numbers its calls from 1 again: the old stream's
         # abandoned recvmsg (its EINTR) must not answer this stream's call of that id.
         sock = h.reattach()
