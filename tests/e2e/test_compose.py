@@ -355,7 +355,8 @@ def test_demo_profile_container_exits_0(compose: Compose) -> None:
             assert f"  {receiver:<6} recvmsg() = b'hello {receiver} #3' from {peer}:" in logs
         # Its `stackemu status`, by service name on the internal network (no pids in a
         # stack file).
-        assert re.search(r"\nalice +socket +alice-socket:50103 +alice-socket:51103 +- +- +SERVING\n", logs), logs
+        row = r"\nalice +socket +alice-socket:50103 +alice-socket:51103 +- +- +SERVING\n"
+        assert re.search(row, logs), logs
         assert demo.attrs["NetworkSettings"]["Networks"].keys() == {f"{PROJECT}_stack"}
     finally:
         demo.remove(force=True)
