@@ -32,7 +32,7 @@ from stackemu.skb.v1 import skb_pb2
 log = logging.getLogger(__name__)
 
 # How long a wire waits for its peer before trying again (capped backoff).
-WIRE_BACKOFF_MAX = 1.0
+WIRE_BACKOFF_MAX = 0.25
 
 
 @dataclass(slots=True)
