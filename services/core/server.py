@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.core import auth
 from services.core.config import ConfigError, env_addr, env_str, fail
+from services.core.decode import DecodeCheck
 
 if TYPE_CHECKING:
     # Imported where a service serves: the clients that only open channels (the drop-in,
@@ -133,7 +134,8 @@ def make_server(service: Service, listen: str) -> tuple[grpc.aio.Server, health.
     secret's check on its internal RPCs, listening on `listen` (add_port: the port)."""
     names = list(service.service_names)
     secret = auth.host_secret()
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=auth.server_interceptors(names, secret))
+    interceptors = [DecodeCheck(), *auth.server_interceptors(names, secret)]
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
     service.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -49,7 +49,7 @@ from services.core.wire.udp import UDP_HLEN
 from services.core.wmem import TxCompletions
 from services.ip.capture import BoundaryTaps
 from services.ip.defrag import IP_DEFRAG_LOCAL_DELIVER, IpDefrag
-from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, Fib, InIfaddr
+from services.ip.fib import RTN_BROADCAST, RTN_LOCAL, RTN_MULTICAST, Fib, InIfaddr
 from services.ip.fragment import FragNeeded, ip_fragment
 from services.ip.icmp import Icmp
 from services.ip.netfilter import (
@@ -130,6 +130,11 @@ class IpLayer:
         ip_rcv_finish)."""
         self.trace(skb, "ip_rcv")
         mib = self.mib
+        if skb.network_header != skb.data:
+            # __netif_receive_skb_core() set it at data (skb_reset_network_header): a NIC
+            # that says otherwise contradicts itself, and the skb is not used.
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_rcv (network_header is not data)", skb=skb)
+            return
         if skb.pkt_type == PACKET_OTHERHOST:
             self.drops.drop(SkbDropReason.OTHERHOST, "ip_rcv_core", skb=skb)
             return
@@ -205,11 +210,16 @@ class IpLayer:
         if pkt.ihl > 5 and not self._ip_rcv_options(skb, parm, spec_dst):
             return
         set_ipcb(skb.cb, parm)
-        if rt_type == RTN_BROADCAST:
+        if rt_type == RTN_MULTICAST:
+            # ip_rcv_finish_core(): IP_UPD_PO_STATS(IPSTATS_MIB_INMCAST, skb->len).
+            self.mib.ipext.inc("InMcastPkts")
+            self.mib.ipext.add("InMcastOctets", skb.len)
+        elif rt_type == RTN_BROADCAST:
             # ip_rcv_finish_core(): IP_UPD_PO_STATS(IPSTATS_MIB_INBCAST, skb->len).
             self.mib.ipext.inc("InBcastPkts")
             self.mib.ipext.add("InBcastOctets", skb.len)
-        if rt_type in (RTN_LOCAL, RTN_BROADCAST):
+        if rt_type in (RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST):
+            # ip_route_input_mc() gives a group the host joined ip_local_deliver too.
             self._ip_local_deliver(skb)
         else:
             self._ip_forward(skb)

@@ -14,12 +14,14 @@ from services.core.convert import drops_to_proto, skbs_from_proto
 from services.core.dropreason import SkbDropReason
 from services.core.metrics import Collector, DropCollector, SnmpCollector
 from services.core.server import Service, ServingStatus, open_aio_channel, retry_forever
-from services.core.skbuff import SkBuff, dst_to_proto
+from services.core.skbuff import SkbError, SkBuff, dst_to_proto
 from services.core.snmp import to_flat_dict
-from services.core.stream import AttachGate, BatchQueue, messages
+from services.core.stream import AttachGate, BadMessage, BatchQueue, messages
 from services.core.trace import ring_to_proto
+from services.core.wire.icmp import NR_ICMP_TYPES
 from services.ip.capture import boundary_capture
 from services.ip.control import IpControl
+from services.ip.cork import IPV4_MIN_MTU
 from services.ip.fib import RT_SCOPE_NOWHERE, InIfaddr
 from services.ip.layer import IpLayer
 from services.ip.nf_servicer import NetfilterServicer
@@ -224,8 +226,19 @@ class IpServicer(IpControl):
     async def _transmit(self, req: ip_pb2.AttachRequest) -> None:
         layer = self.layer
         for skb in skbs_from_proto(req.skbs, layer.drops, "ip_send_skb"):
-            layer.ip_send_skb(skb)
+            # A route's MTU is never below IPV4_MIN_MTU, and udp_send_skb leaves the
+            # IPv4 header its headroom (ip_make_skb's reserve): a neighbour's skb that
+            # says otherwise contradicts itself.
+            if skb.dst is not None and skb.dst.mtu < IPV4_MIN_MTU:
+                raise BadMessage(f"ip_send_skb: dst mtu {skb.dst.mtu} below {IPV4_MIN_MTU}")
+            try:
+                layer.ip_send_skb(skb)
+            except SkbError as e:
+                raise BadMessage(f"ip_send_skb: {e}") from None
         for err in req.icmp_send:
+            # icmp_send() is asked for an error type with a u8 code, never more.
+            if err.type > NR_ICMP_TYPES or err.code > 0xFF:
+                raise BadMessage(f"icmp_send: type {err.type} code {err.code} is no ICMP error")
             for skb in skbs_from_proto([err.skb], layer.drops, "icmp_send"):
                 layer.icmp_send(skb, err.type, err.code, err.info)
         await self.flush()

@@ -18,7 +18,7 @@ from services.core.dropreason import SkbDropReason
 from services.core.metrics import ETHTOOL_GAUGES, SOFTNET_GAUGES, Collector, DropCollector, TableCollector
 from services.core.server import Service, ServingStatus, open_aio_channel
 from services.core.skbuff import SkBuff, trace_from_proto, trace_to_proto
-from services.core.stream import AttachGate, BatchQueue
+from services.core.stream import AttachGate, BadMessage, BatchQueue
 from services.core.tap import captured, filter_from_proto
 from services.core.trace import ring_to_proto
 from services.nic.capture import ARPHRD_ETHER, ARPHRD_LOOPBACK, Tap
@@ -171,7 +171,11 @@ class NicServicer(NicControl):
     async def _transmit(self, req: nic_pb2.AttachRequest) -> None:
         layer = self.layer
         if req.HasField("addrs"):
-            layer.set_addrs([(a.ifindex, a.address, a.prefixlen) for a in req.addrs.addrs])
+            try:
+                layer.set_addrs([(a.ifindex, a.address, a.prefixlen) for a in req.addrs.addrs])
+            except ValueError as err:
+                # IP's addresses are inet_insert_ifa()'s, never a /33: a contradiction.
+                raise BadMessage(str(err)) from None
         for skb in skbs_from_proto(req.skbs, layer.drops, "dev_queue_xmit"):
             layer.dev_queue_xmit(skb)
         self.kick()

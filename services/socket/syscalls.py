@@ -227,6 +227,9 @@ class SocketLayer:
         The wait for send buffer room is sock_sndtimeo() (none on an O_NONBLOCK file or
         with MSG_DONTWAIT, else SO_SNDTIMEO), unless the caller bounds it (a Python
         timeout-mode socket's poll(POLLOUT), which waits even on an O_NONBLOCK file)."""
+        if flags & MSG_CMSG_COMPAT:
+            # __sys_sendmsg(): bit 31 is the compat syscalls' own (flags -1 is EINVAL).
+            raise errno.kernel_error(errno.EINVAL)
         return await self._sendmsg(self._file(pid, fd), data, addr, flags, trace, control, timeout_ns)
 
     async def _sendmsg(
@@ -248,6 +251,9 @@ class SocketLayer:
         """____sys_recvmsg() → inet_recvmsg() → udp_recvmsg(); the wait is sock_rcvtimeo()
         unless the caller bounds it (a Python timeout-mode socket's poll). The cmsgs come
         back in RecvMsg.control, at most `controllen` (msg_controllen) bytes."""
+        if flags & MSG_CMSG_COMPAT:
+            # __sys_recvmsg(), as __sys_sendmsg().
+            raise errno.kernel_error(errno.EINVAL)
         return await self._recvmsg(self._file(pid, fd), bufsize, flags, timeout_ns, controllen)
 
     async def _recvmsg(

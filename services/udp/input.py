@@ -20,6 +20,7 @@ from services.core.skbuff import (
     CHECKSUM_NONE,
     CHECKSUM_PARTIAL,
     CHECKSUM_UNNECESSARY,
+    HEADER_UNSET,
     SKB_GSO_UDP_L4,
     SkBuff,
 )
@@ -91,8 +92,13 @@ class UdpInput:
         """__udp4_lib_rcv() for IPPROTO_UDP and IPPROTO_UDPLITE (udplite_rcv): data at
         the UDP header, the IP header at network_header."""
         self.trace(skb, "udp_rcv")
-        nh = skb.network_header
-        iph = Ipv4Packet(memoryview(skb.head)[nh : skb.transport_header])
+        nh, th = skb.network_header, skb.transport_header
+        if HEADER_UNSET in (nh, th) or th - nh < 20 or th != skb.data:
+            # ip_local_deliver_finish() hands over an skb with both headers set and data
+            # at the transport one: an IP layer that says otherwise contradicts itself.
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "udp_rcv (no IPv4 header before data)", skb=skb)
+            return
+        iph = Ipv4Packet(memoryview(skb.head)[nh:th])
         proto = iph.protocol
         mib = self._proto_mib(proto)
         if not skb.may_pull(UDP_HLEN):
