@@ -272,7 +272,8 @@ class IpDefrag:
         q = self._find(key, now)
         if q is None:
             self.mib.ip.inc("ReasmFails")
-            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_defrag")
+            # kfree_skb(skb): the fragment names its flow if it is the first.
+            self.drops.drop(SkbDropReason.NOT_SPECIFIED, "ip_defrag", skb=skb)
             return None
         return self._frag_queue(q, skb, iph, now)
 
@@ -564,7 +565,7 @@ class IpDefrag:
             self.drops.drop(SkbDropReason.FRAG_REASM_TIMEOUT, "inet_frag_rbtree_purge", rest)
         if head is None:
             return
-        self.drops.drop(SkbDropReason.FRAG_REASM_TIMEOUT, "ip_expire")
+        self.drops.drop(SkbDropReason.FRAG_REASM_TIMEOUT, "ip_expire", skb=head)
         if frag_expire_skip_icmp(q.key[4]) and (head.dst is None or head.dst.rt_type != RTN_LOCAL):
             return
         if len(self._pending) >= MAX_PENDING_ICMP:

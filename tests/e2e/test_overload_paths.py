@@ -412,13 +412,6 @@ def test_fragments_under_overload_balance_in_the_totals(stack: dict[str, str]) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the first fragment of a lost datagram is dropped without its packet: "
-    "services/nic/layer.py NicLayer.rx_frames (a full ring: must call "
-    "drops.drop_frame(SkbDropReason.FULL_RING, 'rx ring full', frame)) and "
-    "services/ip/defrag.py IpDefrag._expire (must pass skb=head to the ip_expire drop)",
-)
 def test_fragments_under_overload_balance_per_flow(stack: dict[str, str]) -> None:
     """The same flood: each lost datagram's first fragment names its flow where it is
     dropped (the ring, or ip_expire freeing the queue's head), so every flow balances;
