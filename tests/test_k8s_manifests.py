@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.core import auth
 from stackemu.topology import DEFAULT_BASE_PORT, HOSTS, LAYERS, metrics_port, ports
+from tests.e2e.stackrun import DROPIN_RECV, DROPIN_SEND
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -470,26 +471,6 @@ WAIT_READY = textwrap.dedent(
     print("ready")
     """
 )
-RECV = textwrap.dedent(
-    """
-    import stackemu.socket as socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("10.0.0.2", 9000))
-    s.settimeout(10)
-    print("bound", flush=True)
-    data, addr = s.recvfrom(100)
-    print(data.decode(), addr[0], addr[1])
-    """
-)
-SEND = textwrap.dedent(
-    """
-    import sys
-    import stackemu.socket as socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("10.0.0.1", 40000))
-    print(s.sendto(sys.argv[1].encode(), ("10.0.0.2", 9000)))
-    """
-)
 # Prometheus in another Pod: GET /metrics on a Pod's address and metrics port.
 SCRAPE = textwrap.dedent(
     """
@@ -639,10 +620,10 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
 
 def _exchange(pods: Pods, text: str) -> str:
     alice, bob = (h.name for h in HOSTS)
-    recv = pods.run(bob, RECV, socket_svc=f"{bob}-socket:{PORTS[bob]['socket']}")
+    recv = pods.run(bob, DROPIN_RECV, socket_svc=f"{bob}-socket:{PORTS[bob]['socket']}")
     assert recv.stdout is not None
     assert recv.stdout.readline() == "bound\n"
-    send = pods.run(alice, SEND, text, socket_svc=f"{alice}-socket:{PORTS[alice]['socket']}")
+    send = pods.run(alice, DROPIN_SEND, text, socket_svc=f"{alice}-socket:{PORTS[alice]['socket']}")
     out, err = send.communicate(timeout=30)
     assert (out, send.returncode) == (f"{len(text)}\n", 0), err
     got, err = recv.communicate(timeout=30)

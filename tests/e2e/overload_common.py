@@ -160,10 +160,13 @@ def _ping(src: str, targets: str) -> None:
 PEERS: Final[dict[str, Callable[..., None]]] = {"send": _send, "recv": _recv, "ping": _ping}
 
 
-def peer(env: dict[str, str], host: str, role: str, *args: object) -> subprocess.Popen[str]:
-    """A peer process of the host's (STACKEMU_HOST), its stdin and stdout piped."""
+def peer(
+    env: dict[str, str], host: str, role: str, *args: object, module: str = "tests.e2e.overload_common"
+) -> subprocess.Popen[str]:
+    """A peer process of the host's (STACKEMU_HOST) running `python -m module role
+    args...`, its stdin and stdout piped."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.overload_common", role, *map(str, args)],
+        [sys.executable, "-m", module, role, *map(str, args)],
         env={**env, "STACKEMU_HOST": host},
         cwd=ROOT,
         stdin=subprocess.PIPE,

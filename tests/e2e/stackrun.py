@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,28 @@ def service_pids(env: dict[str, str]) -> dict[str, int]:
     return {
         f"{h}/{name}": svc["pid"] for h, services in _hosts(env).items() for name, svc in services.items()
     }
+
+
+# A drop-in receiver on bob (10.0.0.2:9000) that says "bound", then prints the one
+# datagram it reads and its sender; and a sender on alice (from 10.0.0.1:40000) of its
+# first argument, printing sendto's count. Run with `python -c` against any stack.
+DROPIN_RECV = textwrap.dedent(
+    """
+    import stackemu.socket as socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.0.0.2", 9000))
+    s.settimeout(10)
+    print("bound", flush=True)
+    data, addr = s.recvfrom(100)
+    print(data.decode(), addr[0], addr[1])
+    """
+)
+DROPIN_SEND = textwrap.dedent(
+    """
+    import sys
+    import stackemu.socket as socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.0.0.1", 40000))
+    print(s.sendto(sys.argv[1].encode(), ("10.0.0.2", 9000)))
+    """
+)

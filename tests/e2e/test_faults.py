@@ -51,12 +51,12 @@ from stackemu.supervise import RESET_AFTER, RESTART_DELAY, RESTART_DELAY_MAX, Ba
 from stackemu.tools.dropwatch import LAYERS as LEDGER_LAYERS
 from stackemu.tools.dropwatch import DropMon
 from tests.e2e.overload_common import (
-    ROOT,
     Flood,
     flow_key,
     flows_on,
     ledger,
     payload,
+    peer,
     pointed_at,
     receiving,
     rss_kb,
@@ -229,15 +229,7 @@ class Peer:
     """A peer process of a host, its stdout read by a thread into a queue of events."""
 
     def __init__(self, env: dict[str, str], host: str, role: str, *args: object) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.test_faults", role, *map(str, args)],
-            env={**env, "STACKEMU_HOST": host},
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = peer(env, host, role, *args, module="tests.e2e.test_faults")
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()

@@ -56,6 +56,7 @@ from tests.e2e.overload_common import (
     netem_stats,
     nstat,
     payload,
+    peer,
     pointed_at,
     static_neighbours,
     until,
@@ -170,15 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 def _receiver(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.test_netem_integrity", "recv", BOB, str(port), str(SIZE)],
-        env={**env, "STACKEMU_HOST": "bob"},
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = peer(env, "bob", "recv", BOB, port, SIZE, module="tests.e2e.test_netem_integrity")
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line != "ready\n":

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from services.core.server import Service, make_server, open_aio_channel, open_ch
 from stackemu.ip.v1 import ip_pb2, ip_pb2_grpc
 from stackemu.nic.v1 import nic_pb2, nic_pb2_grpc
 from stackemu.udp.v1 import udp_pb2, udp_pb2_grpc
-from tests.e2e.stackrun import launched, service_addr
+from tests.e2e.stackrun import DROPIN_RECV, DROPIN_SEND, launched, service_addr
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,26 +52,6 @@ SERVICES_EXT = LEAF.format("serverAuth, clientAuth") + "subjectAltName = IP:127.
 CLIENT_EXT = LEAF.format("clientAuth")
 # One certificate for services wherever they run, by name (STACKEMU_TLS_SERVER_NAME).
 NAMED_EXT = LEAF.format("serverAuth, clientAuth") + "subjectAltName = DNS:stackemu.test\n"
-
-RECV = textwrap.dedent(
-    """
-    import stackemu.socket as socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("10.0.0.2", 9000))
-    s.settimeout(10)
-    print("bound", flush=True)
-    data, addr = s.recvfrom(100)
-    print(data.decode(), addr[0], addr[1])
-    """
-)
-SEND = textwrap.dedent(
-    """
-    import stackemu.socket as socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("10.0.0.1", 40000))
-    print(s.sendto(b"over mutual TLS", ("10.0.0.2", 9000)))
-    """
-)
 
 
 def _openssl(cwd: Path, *args: str) -> None:
@@ -151,13 +130,16 @@ def _check(channel: grpc.Channel) -> tuple[grpc.StatusCode, str]:
 def test_a_datagram_alice_to_bob_through_the_drop_in_over_tls(stack: dict[str, str], certs: Path) -> None:
     env = {**stack, **_tls_env(certs, "client")}
     recv = subprocess.Popen(
-        [sys.executable, "-c", RECV], env={**env, "STACKEMU_HOST": "bob"}, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", DROPIN_RECV],
+        env={**env, "STACKEMU_HOST": "bob"},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert recv.stdout is not None
         assert recv.stdout.readline() == "bound\n"
         send = subprocess.run(
-            [sys.executable, "-c", SEND],
+            [sys.executable, "-c", DROPIN_SEND, "over mutual TLS"],
             env={**env, "STACKEMU_HOST": "alice"},
             capture_output=True,
             text=True,
