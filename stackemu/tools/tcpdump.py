@@ -475,10 +475,6 @@ def _run(
         f.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _boundary_comments(resp: ip_pb2.CaptureResponse) -> list[str]:
     """What a pcapng reader should know of a packet at the IP/UDP boundary."""
     up = resp.pkt_type != PACKET_OUTGOING
@@ -512,62 +508,73 @@ def _capture(
     captured = dropped = 0
     interrupted = False
     call: Any = None
-    # tcpdump ends the same way on SIGTERM as on Ctrl-C (its cleanup() handles both).
-    restore = None
+
+    def interrupt(signum: int, frame: object) -> None:
+        """tcpdump's cleanup(), for SIGINT and SIGTERM alike: the capture stream is
+        cancelled, so the loop below ends where it waits (a KeyboardInterrupt raised
+        inside gRPC's waiting could leave it stuck)."""
+        nonlocal interrupted
+        interrupted = True
+        if call is None:
+            raise KeyboardInterrupt
+        call.cancel()
+
+    restore: list[tuple[int, Any]] = []
     if threading.current_thread() is threading.main_thread():
-        restore = signal.signal(signal.SIGTERM, _interrupt)
+        restore = [(n, signal.signal(n, interrupt)) for n in (signal.SIGINT, signal.SIGTERM)]
     try:
         with service.rpc_errors("Capture"):
-            call = service.stub.Capture(req)
-            # The service answers with its headers once the tap is registered: only
-            # then is it listening, as tcpdump's message means.
-            call.initial_metadata()
-            if writer is None:
-                if sll2:
-                    err("tcpdump: data link type LINUX_SLL2")
-                err("tcpdump: verbose output suppressed, use -v[v]... for full protocol decode")
-                err(listening)
-            else:
-                err(f"tcpdump: {listening}")
-            for resp in call:
-                lost = resp.dropped - dropped if resp.dropped > dropped else 0
-                dropped = max(dropped, resp.dropped)
-                captured += 1
-                data = resp.packet if boundary else resp.frame
-                if isinstance(writer, PcapWriter):
-                    writer.write(data, resp.tstamp)
-                elif writer is not None:
-                    if boundary:
-                        desc = f"host {host}: {BOUNDARIES[dev]}"
-                        iface = writer.interface(dev, f"{host}:{dev}", desc, linktype, filter_expr)
-                        comments = _boundary_comments(resp)
-                    else:
-                        desc = f"host {host}: device {resp.device} (packet taps)"
-                        name = f"{host}:{resp.device}"
-                        iface = writer.interface(resp.ifindex, name, desc, linktype, filter_expr)
-                        comments = []
-                    writer.write(iface, data, resp.tstamp, resp.pkt_type, lost, comments)
+            try:
+                call = service.stub.Capture(req)
+                # The service answers with its headers once the tap is registered: only
+                # then is it listening, as tcpdump's message means.
+                call.initial_metadata()
+                if writer is None:
+                    if sll2:
+                        err("tcpdump: data link type LINUX_SLL2")
+                    err("tcpdump: verbose output suppressed, use -v[v]... for full protocol decode")
+                    err(listening)
                 else:
-                    if boundary:
-                        # print-raw.c: with -e, "ip: " where a link header would be
-                        line = ("ip: " if o.eflag else "") + ip_print(data, o.eflag)
-                    elif sll2:
-                        line = decode_sll2(data, resp.ifindex, resp.device, resp.pkt_type, o.eflag)
+                    err(f"tcpdump: {listening}")
+                for resp in call:
+                    lost = resp.dropped - dropped if resp.dropped > dropped else 0
+                    dropped = max(dropped, resp.dropped)
+                    captured += 1
+                    data = resp.packet if boundary else resp.frame
+                    if isinstance(writer, PcapWriter):
+                        writer.write(data, resp.tstamp)
+                    elif writer is not None:
+                        if boundary:
+                            desc = f"host {host}: {BOUNDARIES[dev]}"
+                            iface = writer.interface(dev, f"{host}:{dev}", desc, linktype, filter_expr)
+                            comments = _boundary_comments(resp)
+                        else:
+                            desc = f"host {host}: device {resp.device} (packet taps)"
+                            name = f"{host}:{resp.device}"
+                            iface = writer.interface(resp.ifindex, name, desc, linktype, filter_expr)
+                            comments = []
+                        writer.write(iface, data, resp.tstamp, resp.pkt_type, lost, comments)
                     else:
-                        line = decode(data, o.eflag)
-                    out(f"{timestamp(resp.tstamp)} {line}")
-                if o.count and captured >= o.count:
-                    break
+                        if boundary:
+                            # print-raw.c: with -e, "ip: " where a link header would be
+                            line = ("ip: " if o.eflag else "") + ip_print(data, o.eflag)
+                        elif sll2:
+                            line = decode_sll2(data, resp.ifindex, resp.device, resp.pkt_type, o.eflag)
+                        else:
+                            line = decode(data, o.eflag)
+                        out(f"{timestamp(resp.tstamp)} {line}")
+                    if o.count and captured >= o.count:
+                        break
+            except grpc.RpcError:  # the stream cancelled by the interrupt
+                if not interrupted:
+                    raise
     except KeyboardInterrupt:
         interrupted = True
-    except grpc.RpcError:  # the stream cancelled by the interrupt
-        if not interrupted:
-            raise
     finally:
         if call is not None:
             call.cancel()
-        if restore is not None:
-            signal.signal(signal.SIGTERM, restore)
+        for signum, handler in restore:
+            signal.signal(signum, handler)
     if interrupted:
         # tcpdump's cleanup(): finish the line that may have been cut off
         out("")
