@@ -613,6 +613,12 @@ class Chain:
     def changed(self) -> None:
         self._dirty = True
 
+    def underflow(self, skb: SkBuff) -> int:
+        """ipt_do_table()'s underflow rule of a built-in chain: its counters, its policy."""
+        self.pcnt += 1
+        self.bcnt += skb.len
+        return self.policy
+
     def _reindex(self) -> None:
         by_port: dict[tuple[int, int], list[Rule]] = {}
         by_addr: dict[str, dict[int, list[Rule]]] = {"d": {}, "s": {}}
@@ -779,8 +785,7 @@ class Netfilter:
             # Every table's chain is empty and accepts: ipt_do_table() would only
             # count its policy (the kernel's cost here is as small).
             for b in bases:
-                b.pcnt += 1
-                b.bcnt += skb.len
+                b.underflow(skb)
             ret = okfn(skb)
             return ret if isinstance(ret, int) else 0
         state = _HookState(hook, indev, outdev, okfn, self._name(indev), self._name(outdev))
@@ -813,9 +818,7 @@ class Netfilter:
         counters for every rule that matched, the policy when the chain runs out."""
         base = table.chains[HOOK_NAMES[state.hook]]
         if not base.rules:
-            base.pcnt += 1
-            base.bcnt += skb.len
-            return base.policy
+            return base.underflow(skb)
         p = state.pkt
         if p is None:
             p = state.pkt = _Pkt(skb, state.in_name, state.out_name)
@@ -825,10 +828,7 @@ class Netfilter:
         while True:
             if i == len(rules):
                 if not stack:
-                    # The underflow rule: the policy, with its counters.
-                    base.pcnt += 1
-                    base.bcnt += skb.len
-                    return base.policy
+                    return base.underflow(skb)
                 rules, i = stack.pop()
                 continue
             rule = rules[i]
@@ -847,9 +847,7 @@ class Netfilter:
                 if v != XT_RETURN:
                     return v
                 if not stack:
-                    base.pcnt += 1
-                    base.bcnt += skb.len
-                    return base.policy
+                    return base.underflow(skb)
                 rules, i = stack.pop()
                 continue
             if isinstance(t, Jump):
