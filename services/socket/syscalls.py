@@ -109,6 +109,12 @@ def _send_wait(f: SocketFile, flags: int, timeout_ns: int | None) -> tuple[int, 
     return flags, 0 if flags & MSG_DONTWAIT else f.sndtimeo_ns
 
 
+def _recv_wait(f: SocketFile, flags: int) -> tuple[int, int]:
+    """The flags and wait of a read on f: sock_rcvtimeo() (SO_RCVTIMEO, none on an
+    O_NONBLOCK file)."""
+    return (flags | MSG_DONTWAIT if f.nonblock else flags), f.rcvtimeo_ns
+
+
 class SocketLayer:
     def __init__(self, proto: UdpProto) -> None:
         self.proto = proto
@@ -259,14 +265,14 @@ class SocketLayer:
     async def _recvmsg(
         self, f: SocketFile, bufsize: int, flags: int, timeout_ns: int | None, controllen: int
     ) -> RecvMsg:
-        wait = f.rcvtimeo_ns
         if timeout_ns is not None and timeout_ns >= 0 and not flags & MSG_DONTWAIT:
             # The caller's poll() waits whatever the file's mode.
             if f.shutdown & RCV_SHUTDOWN:
                 return await self._recv_polled(f, bufsize, flags, timeout_ns, controllen)
+            wait = f.rcvtimeo_ns
             wait = timeout_ns if wait < 0 else min(wait, timeout_ns)
-        elif f.nonblock:
-            flags |= MSG_DONTWAIT
+        else:
+            flags, wait = _recv_wait(f, flags)
         return await self.proto.recvmsg(f.sk, bufsize, flags, wait, controllen)
 
     async def _recv_polled(
@@ -446,23 +452,21 @@ class SocketLayer:
             # The reads are asked for in batches: the first as recvmsg reads, the
             # others without waiting. With a timeout, one at a time, as the kernel
             # looks at it after each datagram.
-            rflags = flags & ~MSG_WAITFORONE
-            wait = f.rcvtimeo_ns
-            if f.nonblock:
-                rflags |= MSG_DONTWAIT
+            rflags, wait = _recv_wait(f, flags & ~MSG_WAITFORONE)
             batch = 1 if end is not None else vlen - len(got)
-            err = 0
             try:
                 more, err = await self.proto.recvmmsg(f.sk, bufsize, rflags, wait, controllen, batch)
-                got += more
             except OSError as e:
+                # The batch's first read failed, as the kernel's would: the end.
                 if not got:
                     raise
                 err = e.errno or errno.EIO
-            if err == errno.EAGAIN and not rflags & MSG_DONTWAIT and wait and not flags & MSG_WAITFORONE:
-                # Only "none queued now" for a batch's later reads: the kernel's own
-                # reads of them would wait.
-                err = 0
+            else:
+                got += more
+                if err == errno.EAGAIN and not rflags & MSG_DONTWAIT and wait and not flags & MSG_WAITFORONE:
+                    # Only "none queued now" for a batch's later reads: the kernel's
+                    # own reads of them would wait.
+                    err = 0
             if err:
                 if err != errno.EAGAIN:
                     try:

@@ -22,7 +22,15 @@ import pytest
 
 from services.core import errno
 from services.core.cred import CAP_FULL_SET, CAP_NET_RAW, ROOT, Cred
-from services.core.socket_uapi import MSG_DONTWAIT, MSG_PROBE, MSG_WAITFORONE, SO_ERROR, SO_SNDBUF, SOL_SOCKET
+from services.core.socket_uapi import (
+    MSG_DONTWAIT,
+    MSG_PROBE,
+    MSG_WAITFORONE,
+    SO_ERROR,
+    SO_RCVTIMEO_OLD,
+    SO_SNDBUF,
+    SOL_SOCKET,
+)
 from services.socket.files import UnknownProcess
 from services.socket.syscalls import SocketLayer
 from stackemu.socket.v1 import socket_pb2
@@ -196,6 +204,21 @@ async def test_files_lose_their_sockets_with_the_udp_stream() -> None:
     await layer.close(pid, old)
     assert udp.layer.socks == socks
     assert await layer.socket(pid, AF_INET, SOCK_DGRAM, 0) == old
+
+
+@async_test
+async def test_recvmmsg_ends_when_a_later_read_times_out() -> None:
+    """do_recvmmsg() stops at the first read that fails: with SO_RCVTIMEO 50 ms, two
+    datagrams queued and vlen 5 (no MSG_WAITFORONE), 6.18 returns 2 after one timeout
+    (ctypes recvmmsg on 127.0.0.1: 2 datagrams in 0.053 s)."""
+    layer, _, pid = await _layer()
+    rx = await _bound(layer, pid, 9610)
+    await layer.setsockopt(pid, rx, SOL_SOCKET, SO_RCVTIMEO_OLD, struct.pack("=qq", 0, 50_000))
+    tx = await layer.socket(pid, AF_INET, SOCK_DGRAM, 0)
+    for _ in range(2):
+        await layer.sendmsg(pid, tx, b"ab", sockaddr("127.0.0.1", 9610), 0, False)
+    got = await asyncio.wait_for(layer.recvmmsg(pid, rx, 5, 100, 0, 0), 5)
+    assert [m.data for m in got] == [b"ab", b"ab"]
 
 
 def test_rlimit_nofile_on_the_kernel() -> None:
