@@ -142,7 +142,7 @@ class FlowLedger:
 
     def sent(self, key: FlowKey, n: int = 1) -> None:
         """udp_send_skb(): n datagrams of a flow left the socket (UDP has not built the
-        IP header yet, so the sender names the flow)."""
+        IP header yet: flow_of() names the flow by the skb's cork)."""
         self._counts(key).sent += n
 
     def delivered(self, skb: SkBuff) -> None:

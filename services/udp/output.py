@@ -18,6 +18,7 @@ from typing import NamedTuple
 from services.core import errno
 from services.core.checksum import csum_partial, csum_tcpudp_magic, csum_tcpudp_nofold
 from services.core.dropreason import DropStats
+from services.core.flowledger import datagrams, flow_of
 from services.core.netdev import NETIF_F_HW_CSUM, NETIF_F_IP_CSUM, NETIF_F_SG
 from services.core.skbuff import (
     CHECKSUM_NONE,
@@ -597,8 +598,10 @@ class UdpOutput:
         skb.wmem = skb.truesize
         s.wmem_alloc += skb.truesize
         self._sk_mib(s).inc("OutDatagrams")
-        if (ledger := self.drops.flows) is not None:
-            ledger.sent((s.protocol, cork.saddr, s.num, cork.daddr, cork.dport), max(gso_segs, 1))
+        if (ledger := self.drops.flows) is not None and (key := flow_of(skb)) is not None:
+            # Named as a drop of this skb before ip_send_skb would name it: by its cork
+            # and UDP header (the IPv4 header is IP's to build).
+            ledger.sent(key, datagrams(skb))
         self.to_ip.append(skb)
 
     def forget_tx_charges(self) -> None:
